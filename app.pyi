@@ -1,0 +1,312 @@
+"""The fakeface Space: a Gradio page, its API endpoints and a plain REST route, all on one FastAPI app.
+
+`python app.py` loads the model once (from $FAKEFACE_MODEL, the project's Hub repo or the bundled copy) and
+serves on $GRADIO_SERVER_NAME:$GRADIO_SERVER_PORT. Tests build the same app around their own Predictor with
+`create_app(predictor)`.
+
+Gradio API endpoints (gradio_client): /predict (image -> REAL/FAKE label), /analyse (everything the page
+shows), /predict_batch (files or .zip -> table and CSV). REST: POST /api/v1/predict (see fakeface/serving.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+from fastapi import FastAPI
+from gradio.components.label import LabelConfidence, LabelData
+from gradio.utils import get_upload_folder
+
+from fakeface.errors import FakefaceError
+from fakeface.predictor import Prediction, Predictor
+from fakeface.serving import (BATCH_COLUMNS, MAX_BATCH_BYTES, MAX_BATCH_FILES, REST_PATH, delete_uploads,
+                              heatmap_overlay, predict_batch_rows, read_batch, rest_router, verdict_text,
+                              write_csv)
+
+log = logging.getLogger("fakeface.app")
+
+EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
+EXAMPLE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+QUEUE_MAX_SIZE = 16  # waiting events beyond this get an immediate "queue full" answer
+MODEL_CONCURRENCY = 1  # model calls at once from the page/API; a CPU Space gains nothing from more
+MAX_UPLOAD = MAX_BATCH_BYTES  # a zip may be this big; single images are held to images.MAX_FILE_BYTES
+
+HEATMAP_NOTE = (
+    "**What the heat map shows:** where in this face crop the model found the evidence for its score: red "
+    "areas pushed the score towards FAKE, blue areas towards REAL. It is the model's view, not proof, and not "
+    "an outline of edited regions: the model was taught whether a face is edited, never where."
+)
+ABOUT = (
+    "The score is the model's calibrated probability that the face was edited or generated. It is evidence, "
+    "not proof: expect mistakes on kinds of images the model was not trained on (see the model card)."
+)
+
+
+# ----------------------------------------------------------------------------------------------- components
+
+from gradio.events import Dependency
+
+class VerdictLabel(gr.Label):
+    """A gr.Label whose headline is the thresholded verdict rather than the most confident class.
+
+    With a threshold other than 0.5 the two differ (fake_prob 0.4 is FAKE at threshold 0.3). Takes
+    {"label": str, "confidences": {class: prob}}; renders with the built-in Label front end (is_template).
+    """
+
+    is_template = True
+
+    def postprocess(self, value):
+        if isinstance(value, dict) and isinstance(value.get("confidences"), dict) and "label" in value:
+            ranked = sorted(value["confidences"].items(), key=lambda kv: kv[1], reverse=True)
+            return LabelData(label=value["label"],
+                             confidences=[LabelConfidence(label=k, confidence=v) for k, v in ranked])
+        return super().postprocess(value)
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from gradio.blocks import Block
+    if TYPE_CHECKING:
+        from gradio.components import Timer
+        from gradio.components.base import Component
+
+
+class ImageInput(gr.Image):
+    """gr.Image(type="filepath") that hands over the uploaded file untouched.
+
+    gr.Image opens every upload with PIL first (a text file then fails with a bare error) and may re-encode it;
+    here the app's own loader, fakeface.images.load_image, is the only decoder and gives the user-facing message.
+    """
+
+    is_template = True
+
+    def preprocess(self, payload):
+        if payload is None or (payload.url or "").startswith("data:"):
+            return super().preprocess(payload)  # base64 data URLs: let Gradio write them to a file
+        return payload.path
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from gradio.blocks import Block
+    if TYPE_CHECKING:
+        from gradio.components import Timer
+        from gradio.components.base import Component
+
+
+# -------------------------------------------------------------------------------------------- model loading
+
+
+def load_predictor() -> Predictor:
+    """The one model load of the process: $FAKEFACE_MODEL, else the project's Hub repo, else the bundled copy."""
+    return Predictor.load()
+
+
+def model_description(predictor: Predictor) -> str:
+    source = predictor.source.describe() if predictor.source else "in-memory model"
+    detector = predictor.detector.backend if predictor.detector else "none"
+    m = predictor.model
+    return (f"**Model:** `{source}` · architecture `{m.arch}` · default threshold {predictor.threshold:.2f} "
+            f"(uncertain within ±{m.uncertain_band:.2f}) · face detector `{detector}`")
+
+
+def example_files() -> list[str]:
+    """Whatever example images are in examples/ when the app starts."""
+    if not EXAMPLES_DIR.is_dir():
+        return []
+    return [str(p) for p in sorted(EXAMPLES_DIR.iterdir()) if p.suffix.lower() in EXAMPLE_SUFFIXES]
+
+
+# ------------------------------------------------------------------------------------------- single image
+
+
+def label_value(pred: Prediction, headline: str) -> dict:
+    return {"label": headline, "confidences": {"FAKE": pred.fake_prob, "REAL": pred.real_prob}}
+
+
+def _classify_path(predictor: Predictor, path: str, threshold: float | None) -> Prediction:
+    # A file object makes load_image name the file by its base name in messages, not by its server path.
+    with open(path, "rb") as f:
+        return predictor.predict_file(f, threshold=threshold, heatmap=True)
+
+
+def summary_markdown(pred: Prediction) -> str:
+    lines = []
+    if pred.uncertain:
+        lines.append(f"**Uncertain, leans {pred.label}.** Fake probability {pred.fake_prob:.2f} is within "
+                     f"±{pred.uncertain_band:.2f} of the threshold {pred.threshold:.2f}: the model cannot tell "
+                     "reliably.")
+    else:
+        lines.append(f"**{pred.label}.** Fake probability {pred.fake_prob:.2f} (threshold {pred.threshold:.2f}).")
+    if not pred.face_found:
+        lines.append("No face was found, so the whole image was classified. The model learned from face crops: "
+                     "treat this score with extra caution.")
+    elif len(pred.faces) > 1:
+        worst = _most_fake(pred) + 1
+        lines.append(f"{len(pred.faces)} faces found. The image's verdict follows the face most likely to be "
+                     f"fake (face {worst}); each face's verdict is in the gallery.")
+    return "\n\n".join(lines)
+
+
+def _most_fake(pred: Prediction) -> int:
+    return max(range(len(pred.faces)), key=lambda i: pred.faces[i].fake_prob)
+
+
+def face_gallery(pred: Prediction) -> list[tuple]:
+    """(crop, caption) per face, judged with the image's threshold and uncertain band."""
+    items = []
+    for i, face in enumerate(pred.faces, start=1):
+        alone = Prediction(fake_prob=face.fake_prob, threshold=pred.threshold, uncertain_band=pred.uncertain_band)
+        items.append((face.crop, f"Face {i}: {verdict_text(alone)} · fake probability {face.fake_prob:.2f}"))
+    return items
+
+
+def analyse(predictor: Predictor, path: str | None, threshold: float | None):
+    """Everything the page shows: (label, summary, heat map, face gallery)."""
+    if not path:
+        return None, "Upload, paste or capture an image to analyse it.", None, gr.Gallery(value=None, visible=False)
+    try:
+        pred = _classify_path(predictor, path, threshold)
+    except FakefaceError as exc:
+        return _failure(str(exc))
+    except Exception:  # a bug of ours: the user gets a sentence, the log gets the traceback
+        log.exception("analysis failed")
+        return _failure("Something went wrong while analysing this image; it has been logged. Try another image.")
+    face = pred.faces[_most_fake(pred)]
+    heat = heatmap_overlay(face.crop, face.heatmap) if face.heatmap is not None else None
+    gallery = gr.Gallery(value=face_gallery(pred), visible=len(pred.faces) > 1)
+    return label_value(pred, verdict_text(pred)), summary_markdown(pred), heat, gallery
+
+
+def _failure(message: str):
+    gr.Warning(message)
+    return None, f"**Could not analyse this image.** {message}", None, gr.Gallery(value=None, visible=False)
+
+
+def predict_label(predictor: Predictor, path: str | None, threshold: float | None) -> dict:
+    """The /predict API: only the label (headline REAL or FAKE, confidences for both)."""
+    if not path:
+        raise gr.Error("No image was given.")
+    try:
+        with open(path, "rb") as f:
+            pred = predictor.predict_file(f, threshold=threshold, heatmap=False)
+    except FakefaceError as exc:
+        raise gr.Error(str(exc)) from None
+    return label_value(pred, pred.label)
+
+
+# --------------------------------------------------------------------------------------------------- batch
+
+
+def analyse_batch(predictor: Predictor, paths: list[str] | None, threshold: float | None):
+    """(table, CSV file, summary) for uploaded images and zips; the uploads are deleted afterwards."""
+    empty = pd.DataFrame(columns=BATCH_COLUMNS)
+    if not paths:
+        return empty, None, "Upload images or a .zip of images first."
+    try:
+        rows = predict_batch_rows(predictor, read_batch(paths), threshold)
+    except FakefaceError as exc:
+        gr.Warning(str(exc))
+        return empty, None, f"**Batch refused.** {exc}"
+    finally:
+        delete_uploads(paths, get_upload_folder())
+    table = pd.DataFrame(rows, columns=BATCH_COLUMNS).astype(object).fillna("")
+    return table, str(write_csv(rows)), batch_summary(rows)
+
+
+def batch_summary(rows: list[dict]) -> str:
+    counts = {}
+    for row in rows:
+        key = "uncertain" if "uncertain" in row["verdict"] else row["verdict"]
+        counts[key] = counts.get(key, 0) + 1
+    parts = [f"{counts[k]} {k}" for k in ("FAKE", "REAL", "uncertain", "error") if counts.get(k)]
+    return f"Analysed {len(rows)} file(s): " + ", ".join(parts) + "."
+
+
+# ------------------------------------------------------------------------------------------------ the page
+
+
+def build_demo(predictor: Predictor) -> gr.Blocks:
+    default = round(predictor.threshold, 2)
+    band = predictor.model.uncertain_band
+
+    def threshold_slider():
+        return gr.Slider(0.0, 1.0, value=default, step=0.01, label="Threshold on the fake probability",
+                         info=f"Default {default:.2f} from the model's calibration; scores within ±{band:.2f} of "
+                              "it are reported as uncertain.")
+
+    with gr.Blocks(title="fakeface: fake face detector", delete_cache=(1800, 3600)) as demo:
+        gr.Markdown("# fakeface: is this face real or fake?\n\n" + ABOUT)
+        gr.Markdown(model_description(predictor), elem_id="model-source")
+        with gr.Tab("Single image"):
+            with gr.Row():
+                with gr.Column():
+                    image = ImageInput(type="filepath", sources=["upload", "clipboard", "webcam"],
+                                       label="Image (upload, drop, paste or webcam)", elem_id="image-input")
+                    threshold = threshold_slider()
+                    button = gr.Button("Analyse", variant="primary", elem_id="analyse-button")
+                    examples = example_files()
+                    if examples:
+                        gr.Examples(examples=[[p] for p in examples], inputs=[image], label="Examples")
+                with gr.Column():
+                    label = VerdictLabel(label="Verdict", elem_id="verdict")
+                    summary = gr.Markdown(elem_id="summary")
+                    heat = gr.Image(type="pil", label="Heat map (the face that decided the verdict)",
+                                    interactive=False, elem_id="heatmap")
+                    gr.Markdown(HEATMAP_NOTE)
+                    faces = gr.Gallery(label="Faces found", columns=4, visible=False, elem_id="faces")
+        with gr.Tab("Batch"):
+            gr.Markdown(f"Up to {MAX_BATCH_FILES} images, or .zip archives of images, "
+                        f"{MAX_BATCH_BYTES // (1024 * 1024)} MB in all once unzipped. Uploads are deleted after "
+                        "analysis.")
+            files = gr.File(file_count="multiple", label="Images or .zip", elem_id="batch-files")
+            batch_threshold = threshold_slider()
+            batch_button = gr.Button("Analyse batch", variant="primary")
+            batch_summary_box = gr.Markdown()
+            table = gr.Dataframe(headers=BATCH_COLUMNS, interactive=False, label="Results")
+            csv_file = gr.File(label="Results as CSV")
+
+        model_events = dict(concurrency_id="model", concurrency_limit=MODEL_CONCURRENCY)
+        gr.on([button.click, image.change, threshold.release],
+              lambda path, t: analyse(predictor, path, t), inputs=[image, threshold],
+              outputs=[label, summary, heat, faces], api_name="analyse", **model_events)
+        # API only (no trigger on the page): the label alone, so a client gets a plain REAL/FAKE answer.
+        gr.on([], lambda path, t: predict_label(predictor, path, t), inputs=[image, threshold],
+              outputs=[VerdictLabel(visible=False)], api_name="predict", **model_events)
+        batch_button.click(lambda paths, t: analyse_batch(predictor, paths, t), inputs=[files, batch_threshold],
+                           outputs=[table, csv_file, batch_summary_box], api_name="predict_batch",
+                           **model_events).then(lambda: None, outputs=[files], api_visibility="private")
+    demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=MODEL_CONCURRENCY)
+    return demo
+
+
+def create_app(predictor: Predictor, demo: gr.Blocks | None = None) -> FastAPI:
+    """One FastAPI app: the REST route first (so the page mounted at / cannot shadow it), then the page."""
+    demo = demo or build_demo(predictor)
+    app = FastAPI(title="fakeface", docs_url="/api/v1/docs", redoc_url=None, openapi_url="/api/v1/openapi.json")
+    source = predictor.source.describe() if predictor.source else "in-memory model"
+    app.include_router(rest_router(predictor, model_name=source))
+    return gr.mount_gradio_app(app, demo, path="/", max_file_size=MAX_UPLOAD, footer_links=["api", "gradio"],
+                               server_name=_host(), server_port=_port())
+
+
+def _host() -> str:
+    return os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")
+
+
+def _port() -> int:
+    return int(os.environ.get("GRADIO_SERVER_PORT", "7860"))
+
+
+def main() -> None:
+    import uvicorn
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        predictor = load_predictor()
+    except FakefaceError as exc:
+        sys.exit(f"fakeface: {exc}")
+    log.info("serving %s; REST route POST %s", predictor.source.describe(), REST_PATH)
+    uvicorn.run(create_app(predictor), host=_host(), port=_port())
+
+
+if __name__ == "__main__":
+    main()

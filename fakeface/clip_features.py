@@ -1,0 +1,101 @@
+"""Turn an image into the frozen-CLIP feature vector the probe reads, and a heat map of the probe's logit.
+
+A recipe says which views of the (face-cropped) image are encoded and which tokens are kept:
+- views: groups of (side, n): resize the image to side x side and take n x n crops of 224 px. (600, 3) keeps
+  the native resolution of a 600 px face crop, where composite seams are still visible; (224, 1) is the whole
+  face at CLIP's own scale. Views of one group are averaged; groups are concatenated.
+- layers: which transformer blocks' residual streams to read (0..11); middle blocks carry more low-level
+  evidence than the last one.
+- tokens: "cls" (the class token) and/or "patch_mean" (the mean of the 196 patch tokens).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from PIL import Image
+
+from .clip_backbone import GRID, WIDTH, ClipOnnxEncoder, grid_views, to_clip_pixels
+
+DEFAULT_RECIPE = {"views": [[224, 1], [600, 3]], "layers": [5, 7, 9, 11], "tokens": ["cls", "patch_mean"]}
+
+
+@dataclass(frozen=True)
+class FeatureRecipe:
+    views: tuple
+    layers: tuple
+    tokens: tuple
+
+    @classmethod
+    def from_config(cls, config: dict | None) -> "FeatureRecipe":
+        config = {**DEFAULT_RECIPE, **(config or {})}
+        return cls(tuple(tuple(v) for v in config["views"]), tuple(config["layers"]), tuple(config["tokens"]))
+
+    def to_config(self) -> dict:
+        return {k: [list(v) if isinstance(v, tuple) else v for v in vals] for k, vals in asdict(self).items()}
+
+    @property
+    def dim(self) -> int:
+        return len(self.views) * len(self.layers) * len(self.tokens) * WIDTH
+
+    def view_groups(self, image: Image.Image) -> list[list[Image.Image]]:
+        return [grid_views(image, side, n) for side, n in self.views]
+
+    def summarise(self, tokens: np.ndarray) -> np.ndarray:
+        """(12, 197, 768) block outputs of one view -> this recipe's (layers x tokens x 768) summary."""
+        parts = []
+        for layer in self.layers:
+            for kind in self.tokens:
+                parts.append(tokens[layer, 0] if kind == "cls" else tokens[layer, 1:].mean(0))
+        return np.stack(parts)
+
+
+class ClipFeaturizer:
+    """Image -> feature vector (and optionally the patch tokens needed for a heat map)."""
+
+    def __init__(self, recipe: FeatureRecipe, encoder: ClipOnnxEncoder | None = None):
+        self.recipe = recipe
+        self.encoder = encoder or ClipOnnxEncoder()
+
+    def __call__(self, image: Image.Image) -> np.ndarray:
+        return self.features_and_tokens(image)[0]
+
+    def features_and_tokens(self, image: Image.Image):
+        """Returns (features (dim,), per-group list of per-view (12, 197, 768) token arrays)."""
+        groups, all_tokens = [], []
+        for views in self.recipe.view_groups(image):
+            tokens = [self.encoder.tokens(to_clip_pixels(v)) for v in views]
+            groups.append(np.mean([self.recipe.summarise(t) for t in tokens], axis=0))
+            all_tokens.append(tokens)
+        return np.concatenate(groups).reshape(-1).astype(np.float32), all_tokens
+
+
+def patch_heatmap(recipe: FeatureRecipe, group_tokens, weight: np.ndarray, out_side: int = 56) -> np.ndarray:
+    """Per-patch share of the probe's logit, laid out over the image (out_side x out_side grid).
+
+    `weight` is the probe's effective weight per feature (linear weight / feature std). Only the patch_mean
+    terms split exactly into patches: each patch adds w . token / (views x 196) to the logit. Positive = the
+    patch pushes towards FAKE. The class-token terms have no location and are left out.
+    """
+    if "patch_mean" not in recipe.tokens:
+        return np.zeros((out_side, out_side), np.float32)
+    w = weight.reshape(len(recipe.views), len(recipe.layers), len(recipe.tokens), WIDTH)
+    k = recipe.tokens.index("patch_mean")
+    total = np.zeros((out_side, out_side), np.float64)
+    count = np.zeros_like(total)
+    for g, ((side, n), views) in enumerate(zip(recipe.views, group_tokens)):
+        step = 0 if n == 1 else (side - 224) / (n - 1)
+        for idx, tokens in enumerate(views):
+            per_patch = sum(tokens[layer, 1:] @ w[g, j, k] for j, layer in enumerate(recipe.layers))
+            grid = per_patch.reshape(GRID, GRID) / (len(views) * GRID * GRID)
+            # place this view's 14x14 grid where the view sits in the image (unit coordinates)
+            x0, y0 = (idx % n) * step / side, (idx // n) * step / side
+            span = 224 / side
+            xs = slice(int(round(x0 * out_side)), int(round((x0 + span) * out_side)))
+            ys = slice(int(round(y0 * out_side)), int(round((y0 + span) * out_side)))
+            h, wd = ys.stop - ys.start, xs.stop - xs.start
+            resized = np.asarray(Image.fromarray(grid.astype(np.float32)).resize((wd, h), Image.BILINEAR))
+            total[ys, xs] += resized
+            count[ys, xs] += 1
+    return (total / np.maximum(count, 1)).astype(np.float32)

@@ -1,0 +1,8 @@
+"""The one error type for problems a user can cause or fix (bad file, unknown model, missing weights)."""
+
+
+class FakefaceError(Exception):
+    """A user-facing error: its message says what went wrong and what to do.
+
+    The CLI and the app show the message as it is, never a traceback.
+    """

@@ -1,0 +1,110 @@
+"""The model card (README.md beside the weights): huggingface_hub's ModelCard with model-index results."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+TEMPLATE = """---
+{{ card_data }}
+---
+
+# fakeface: {{ arch }}
+
+Detects fake face images (Photoshop-style composites of facial regions). Outputs P(fake), calibrated by
+temperature scaling on a validation split, and a verdict at the threshold chosen on that same split.
+
+## How to use
+
+```python
+from fakeface.predictor import Predictor
+predictor = Predictor.load("{{ model_id }}")
+print(predictor.predict_file("face.jpg").as_dict())
+```
+
+or `fakeface predict face.jpg --model {{ model_id }}`.
+
+## Training data and its terms
+
+{{ data_text }}
+
+## Results on the held-out test split
+
+{{ results_table }}
+
+Decision threshold (chosen on validation, never on test): {{ threshold }}; temperature: {{ temperature }}.
+
+{{ extra_sections }}
+
+## Intended use and limits
+
+- Intended: a second opinion when a face photo may have been edited by pasting regions (eyes, nose, mouth)
+  from other faces. Not proof of anything: always combine with provenance and human review.
+- Trained only on Photoshop composites. It has not learnt what GAN or diffusion faces look like; do not read
+  its REAL verdict as "not AI-generated".
+- Faces are cropped with the same framing as the training images; tiny, heavily compressed or non-frontal
+  faces lower accuracy.
+
+## Training configuration
+
+```json
+{{ config_json }}
+```
+"""
+
+
+def _results_table(metrics: dict) -> str:
+    c, r, cal = metrics["classification"], metrics["ranking"], metrics["calibration"]
+    auc_ci = r.get("roc_auc_bootstrap_95") or (None, None)
+    rows = [
+        ("ROC AUC", r["roc_auc"], auc_ci),
+        ("Balanced accuracy", c["balanced_accuracy"], None),
+        ("Accuracy", c["accuracy"], c.get("wilson_95", {}).get("accuracy")),
+        ("Recall (fakes caught)", c["recall"], c.get("wilson_95", {}).get("recall")),
+        ("Specificity (reals passed)", c["specificity"], c.get("wilson_95", {}).get("specificity")),
+        ("EER", r["eer"], None),
+        ("TPR at 5% FPR", r["tpr_at_fpr_5pct"], None),
+        ("ECE (15 bins), raw", cal.get("ece_raw_logits"), None),
+        ("ECE (15 bins), temperature-scaled", cal.get("ece_temperature_scaled", cal.get("ece")), None),
+    ]
+    lines = ["| metric | value | 95% interval |", "|---|---|---|"]
+    for name, value, ci in rows:
+        if value is None:
+            continue
+        interval = f"{ci[0]:.3f} - {ci[1]:.3f}" if ci and ci[0] is not None else ""
+        lines.append(f"| {name} | {value:.3f} | {interval} |")
+    n = c.get("n")
+    if n:
+        lines.append(f"\n{n} test images ({c.get('n_fake')} fake, {c.get('n_real')} real).")
+    groups = metrics.get("groups")
+    if groups:
+        lines.append("\n| group | n | ROC AUC | recall |\n|---|---|---|---|")
+        for g, m in groups.items():
+            auc = m["ranking"]["roc_auc"]
+            lines.append(f"| {g} | {m['n_in_group']} | {auc:.3f} | {m['classification']['recall']:.3f} |"
+                         if auc is not None else f"| {g} | {m['n_in_group']} | - | - |")
+    return "\n".join(lines)
+
+
+def write_model_card(model_dir, model, metrics: dict, config, data_source: str, model_id: str = "MODEL_DIR",
+                     extra_sections: str = "", data_text: str | None = None) -> Path:
+    """Write README.md with YAML metadata (model-index eval results) and the figures above."""
+    r, c = metrics["ranking"], metrics["classification"]
+    results = [EvalResult(task_type="image-classification", dataset_type="imagefolder", dataset_name=data_source,
+                          dataset_split="test", metric_type=name, metric_name=name, metric_value=round(value, 4))
+               for name, value in (("roc_auc", r["roc_auc"]), ("balanced_accuracy", c["balanced_accuracy"]),
+                                   ("accuracy", c["accuracy"])) if value is not None]
+    card_data = ModelCardData(library_name="fakeface", license="apache-2.0", pipeline_tag="image-classification",
+                              tags=["deepfake-detection", "fake-face-detection", "image-forensics"],
+                              model_name=f"fakeface-{model.arch}", eval_results=results)
+    card = ModelCard.from_template(
+        card_data, template_str=TEMPLATE, arch=model.arch, model_id=model_id,
+        data_text=data_text or f"Trained on `{data_source}`.", results_table=_results_table(metrics),
+        threshold=f"{model.threshold:.4f}", temperature=f"{model.temperature:.4f}", extra_sections=extra_sections,
+        config_json=json.dumps(asdict(config), indent=2))
+    path = Path(model_dir) / "README.md"
+    card.save(path)
+    return path

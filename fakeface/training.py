@@ -1,0 +1,239 @@
+"""The training loop: read it top to bottom. Loss, optimiser, schedule, early stopping, checkpoints, log.
+
+One code path for CPU and CUDA: on CUDA the forward runs under bf16 autocast with channels_last tensors.
+Targets are is_fake (1 - dataset label), matching the model's single "fake" logit.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torchvision.ops import sigmoid_focal_loss
+from tqdm.auto import tqdm
+
+from .errors import FakefaceError
+
+
+@dataclass
+class TrainConfig:
+    arch: str = "clip-vit-b16-probe"
+    epochs: int = 20
+    batch_size: int = 24
+    lr: float = 2e-4
+    weight_decay: float = 1e-5
+    loss: str = "focal"  # "focal" (alpha 0.25, gamma 2) or "bce"
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    scheduler: str = "plateau"  # "plateau" or "cosine"
+    plateau_factor: float = 0.5
+    plateau_patience: int = 3
+    early_stopping_patience: int = 6
+    image_size: int | None = None  # None: the architecture's own
+    pretrained: bool = True
+    robust_augmentation: bool = True
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    seed: int = 0
+    num_workers: int = 0
+    max_steps_per_epoch: int | None = None  # for smoke tests
+    features: dict = field(default_factory=dict)  # frozen-backbone feature recipe (see clip_features.py)
+
+
+PRESETS: dict[str, dict] = {
+    # The seed project's recipe, as published: ResNet50 + attention, focal loss, its optimiser settings.
+    "seed": dict(arch="resnet50-attention", epochs=20, batch_size=24, lr=2e-4, weight_decay=1e-5, loss="focal",
+                 scheduler="plateau", plateau_factor=0.5, plateau_patience=3, robust_augmentation=False),
+    "lite0": dict(arch="efficientnet-lite0", epochs=12, batch_size=24, lr=3e-4, weight_decay=1e-4, loss="bce",
+                  scheduler="cosine"),
+    # The shipped default: frozen CLIP features + a linear probe (see fakeface/default_model/README.md).
+    "default": dict(arch="clip-vit-b16-probe", epochs=60, batch_size=64, lr=1e-3, weight_decay=1e-2, loss="bce",
+                    scheduler="cosine", early_stopping_patience=15),
+}
+
+
+def make_config(preset: str | None = None, **overrides) -> TrainConfig:
+    if preset and preset not in PRESETS:
+        raise FakefaceError(f"Unknown preset {preset!r}: choose one of {', '.join(PRESETS)}.")
+    values = {**PRESETS.get(preset or "", {}), **{k: v for k, v in overrides.items() if v is not None}}
+    return TrainConfig(**values)
+
+
+def loss_fn(config: TrainConfig):
+    if config.loss == "focal":
+        return lambda logits, target: sigmoid_focal_loss(
+            logits, target, alpha=config.focal_alpha, gamma=config.focal_gamma, reduction="mean")
+    if config.loss == "bce":
+        return nn.BCEWithLogitsLoss()
+    raise FakefaceError(f"Unknown loss {config.loss!r}: use 'focal' or 'bce'.")
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _atomic_save(obj, path: Path) -> None:
+    """Write to a temp file, then rename: a kill mid-write never leaves a half checkpoint behind."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _rng_state() -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def _make_optimizer(model, config: TrainConfig, steps_per_epoch: int):
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr,
+                                  weight_decay=config.weight_decay)
+    if config.scheduler == "plateau":
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=config.plateau_factor, patience=config.plateau_patience)
+    elif config.scheduler == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, config.epochs))
+    else:
+        raise FakefaceError(f"Unknown scheduler {config.scheduler!r}: use 'plateau' or 'cosine'.")
+    return optimizer, scheduler
+
+
+def _batch_to(batch, device, channels_last: bool):
+    x, y = batch
+    x = x.to(device, non_blocking=True)
+    if channels_last and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, y.to(device, dtype=torch.float32)
+
+
+@torch.no_grad()
+def predict_logits(model, loader, device=None) -> tuple[np.ndarray, np.ndarray]:
+    """Raw logits and is_fake targets for a whole loader (eval mode)."""
+    device = device or next(model.parameters()).device
+    model.eval()
+    logits, targets = [], []
+    for batch in loader:
+        x, y = _batch_to(batch, device, device.type == "cuda")
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            out = model(x)
+        logits.append(out.float().cpu())
+        targets.append(y.cpu())
+    return torch.cat(logits).numpy(), torch.cat(targets).numpy()
+
+
+def fit(model: nn.Module, train_set, val_set, config: TrainConfig, out_dir: str | Path,
+        resume: bool = True, sampler_factory=None, is_main: bool = True) -> dict:
+    """Train `model` in place; keep the best weights (lowest validation loss). Returns a summary dict.
+
+    `train_set`/`val_set` yield (input, is_fake). Each epoch reseeds every RNG from (seed, epoch), so a run
+    resumed from its last end-of-epoch checkpoint repeats exactly what an uninterrupted run would have done.
+    `sampler_factory(dataset, epoch)` lets distributed training plug in a DistributedSampler.
+    """
+    from .evaluation import ranking_metrics
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path, log_path = out_dir / "checkpoint.pt", out_dir / "train_log.jsonl"
+    device = pick_device()
+    cuda = device.type == "cuda"
+    model.to(device)
+    if cuda:
+        model.to(memory_format=torch.channels_last)
+    criterion = loss_fn(config)
+    val_loader = torch.utils.data.DataLoader(val_set, batch_size=max(config.batch_size, 64), shuffle=False,
+                                             num_workers=config.num_workers)
+    steps = math.ceil(len(train_set) / config.batch_size)
+    if config.max_steps_per_epoch:
+        steps = min(steps, config.max_steps_per_epoch)
+    optimizer, scheduler = _make_optimizer(model, config, steps)
+
+    state = {"epoch": 0, "best_loss": float("inf"), "best_epoch": -1, "bad_epochs": 0, "best_model": None}
+    if resume and ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)  # tensors and plain values only
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        state = ckpt["state"]
+        if is_main:
+            print(f"Resuming from {ckpt_path} after epoch {state['epoch']}")
+    elif log_path.exists() and is_main:
+        log_path.unlink()  # a fresh run starts a fresh log
+
+    start = time.perf_counter()
+    images_seen = 0
+    for epoch in range(state["epoch"], config.epochs):
+        seed_everything(config.seed * 1000 + epoch)
+        generator = torch.Generator().manual_seed(config.seed * 1000 + epoch)
+        sampler = sampler_factory(train_set, epoch) if sampler_factory else None
+        loader = torch.utils.data.DataLoader(
+            train_set, batch_size=config.batch_size, shuffle=sampler is None, sampler=sampler,
+            generator=generator, num_workers=config.num_workers, drop_last=len(train_set) > config.batch_size,
+            persistent_workers=False, pin_memory=cuda)
+        model.train()
+        total, count, epoch_start = 0.0, 0, time.perf_counter()
+        bar = tqdm(loader, total=steps, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, disable=not is_main)
+        for step, batch in enumerate(bar):
+            if step >= steps:
+                break
+            x, y = _batch_to(batch, device, cuda)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+                logits = model(x)
+            loss = criterion(logits.float(), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(y)
+            count += len(y)
+            bar.set_postfix(loss=f"{total / count:.4f}")
+        images_seen += count
+        train_seconds = time.perf_counter() - epoch_start
+
+        val_logits, val_fake = predict_logits(model, val_loader, device)
+        val_loss = float(criterion(torch.from_numpy(val_logits), torch.from_numpy(val_fake)))
+        ranking = ranking_metrics(val_fake, 1 / (1 + np.exp(-val_logits)))
+        if config.scheduler == "plateau":
+            scheduler.step(val_loss)
+        else:
+            scheduler.step()
+
+        improved = val_loss < state["best_loss"] - 1e-6
+        if improved:
+            state.update(best_loss=val_loss, best_epoch=epoch, bad_epochs=0,
+                         best_model={k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
+        else:
+            state["bad_epochs"] += 1
+        state["epoch"] = epoch + 1
+        record = {"epoch": epoch + 1, "train_loss": total / max(count, 1), "val_loss": val_loss,
+                  "val_auc": ranking["roc_auc"], "lr": optimizer.param_groups[0]["lr"],
+                  "images_per_s": count / max(train_seconds, 1e-9), "seconds": train_seconds}
+        if is_main:
+            with open(log_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+            _atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                          "scheduler": scheduler.state_dict(), "state": state, "config": asdict(config)},
+                         ckpt_path)
+        if state["bad_epochs"] >= config.early_stopping_patience:
+            break
+
+    if state["best_model"] is not None:
+        model.load_state_dict(state["best_model"])
+    model.eval()
+    elapsed = time.perf_counter() - start
+    return {"best_epoch": state["best_epoch"] + 1, "best_val_loss": state["best_loss"], "epochs_run": state["epoch"],
+            "images_per_s": images_seen / elapsed if images_seen else None}
+
+
+def with_overrides(config: TrainConfig, **kw) -> TrainConfig:
+    return replace(config, **{k: v for k, v in kw.items() if v is not None})

@@ -1,0 +1,405 @@
+"""The Space: app.py's page and API endpoints over a real server, the REST route over HTTP, and the serving
+helpers (batch/zip limits, CSV, heat-map overlay) on their own.
+
+A tiny untrained model stands in for the real one: these tests check wiring and contracts, not accuracy.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import stat
+import threading
+import time
+import zipfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+import app
+from fakeface import serving
+from fakeface.errors import FakefaceError
+from fakeface.images import MAX_FILE_BYTES
+from fakeface.predictor import FaceResult, Prediction, Predictor
+
+
+# ------------------------------------------------------------------------------------------------ fixtures
+
+
+def tiny_predictor(model_dir: Path) -> Predictor:
+    """An untrained EfficientNet-Lite0 saved and loaded like a real model (so the page has a source to show)."""
+    from fakeface.models import create_model
+
+    if not (model_dir / "model.safetensors").exists():
+        create_model("efficientnet-lite0", pretrained=False).save_pretrained(str(model_dir))
+    return Predictor.load(str(model_dir))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def running_app(predictor: Predictor):
+    """app.create_app served by uvicorn in a thread on a free port; yields the base URL."""
+    import uvicorn
+
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app.create_app(predictor), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the app server did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def predictor(tmp_path_factory):
+    return tiny_predictor(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(scope="module")
+def url(predictor):
+    with running_app(predictor) as base:
+        yield base
+
+
+@pytest.fixture(scope="module")
+def client(url):
+    from gradio_client import Client
+
+    return Client(url, verbose=False)
+
+
+def photo_bytes(fmt: str = "PNG", size: int = 96, seed: int = 0) -> bytes:
+    rng = np.random.default_rng(seed)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(buf, fmt)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def photo(tmp_path) -> Path:
+    path = tmp_path / "photo.png"
+    path.write_bytes(photo_bytes())
+    return path
+
+
+# -------------------------------------------------------------------------------------- Gradio endpoints
+
+
+def test_named_endpoints(client):
+    named = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
+    assert {"/predict", "/analyse", "/predict_batch"} <= named
+
+
+def test_predict_returns_label_only(client, photo):
+    from gradio_client import handle_file
+
+    result = client.predict(handle_file(str(photo)), api_name="/predict")
+    assert result["label"] in ("REAL", "FAKE")
+    confidences = {c["label"]: c["confidence"] for c in result["confidences"]}
+    assert set(confidences) == {"REAL", "FAKE"}
+    assert confidences["REAL"] + confidences["FAKE"] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_predict_threshold_decides_the_label(client, photo):
+    from gradio_client import handle_file
+
+    # Any probability is >= 0, so threshold 0 makes everything FAKE, even when REAL is the likelier class.
+    assert client.predict(handle_file(str(photo)), 0.0, api_name="/predict")["label"] == "FAKE"
+
+
+def test_predict_refuses_a_text_file_with_its_message(client, tmp_path):
+    from gradio_client import handle_file
+
+    text = tmp_path / "notes.txt"
+    text.write_text("not an image")
+    with pytest.raises(Exception, match="not an image"):
+        client.predict(handle_file(str(text)), api_name="/predict")
+
+
+def test_analyse_returns_what_the_page_shows(client, photo):
+    from gradio_client import handle_file
+
+    label, summary, heatmap, faces = client.predict(handle_file(str(photo)), api_name="/analyse")
+    assert label["label"].split()[0] in ("REAL", "FAKE")
+    assert "Fake probability" in summary
+    assert "No face was found" in summary  # random pixels hold no face: said, and the whole image classified
+    assert heatmap and Path(heatmap).is_file()
+
+
+def test_predict_batch_two_files_table_and_csv(client, tmp_path):
+    from gradio_client import handle_file
+
+    paths = []
+    for i in range(2):
+        paths.append(tmp_path / f"img{i}.png")
+        paths[-1].write_bytes(photo_bytes(seed=i))
+    table, csv_path, summary = client.predict([handle_file(str(p)) for p in paths], api_name="/predict_batch")
+    assert table["headers"] == serving.BATCH_COLUMNS
+    assert [row[0] for row in table["data"]] == ["img0.png", "img1.png"]
+    assert all(row[3].split()[0] in ("REAL", "FAKE") for row in table["data"])
+    lines = Path(csv_path).read_text().splitlines()
+    assert lines[0] == ",".join(serving.BATCH_COLUMNS) and len(lines) == 3
+    assert summary.startswith("Analysed 2 file(s)")
+
+
+def test_predict_batch_zip_with_a_bad_entry(client, tmp_path):
+    from gradio_client import handle_file
+
+    archive = tmp_path / "batch.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("a.png", photo_bytes())
+        zf.writestr("sub/b.jpg", photo_bytes("JPEG", seed=1))
+        zf.writestr("readme.txt", "hello")
+        zf.writestr("__MACOSX/._a.png", b"junk")
+    table, _, summary = client.predict([handle_file(str(archive))], api_name="/predict_batch")
+    rows = {row[0]: row for row in table["data"]}
+    assert set(rows) == {"batch.zip/a.png", "batch.zip/sub/b.jpg", "batch.zip/readme.txt"}
+    assert rows["batch.zip/readme.txt"][3] == "error" and "not an image" in rows["batch.zip/readme.txt"][4]
+    assert "1 error" in summary
+
+
+def test_page_names_the_model_source(url, predictor):
+    config = httpx.get(f"{url}/config", timeout=30).json()
+    assert predictor.source.describe() in json.dumps(config)
+    assert httpx.get(url, timeout=30).status_code == 200
+
+
+def test_queue_is_bounded():
+    demo = app.build_demo(_FixedPredictor(0.7))
+    assert demo._queue.max_size == app.QUEUE_MAX_SIZE
+
+
+# --------------------------------------------------------------------------------------------- REST route
+
+
+def _post(url, files=None, data=None):
+    return httpx.post(f"{url}{serving.REST_PATH}", files=files, data=data, timeout=60)
+
+
+def test_rest_good_image(url, predictor):
+    r = _post(url, files={"file": ("face.png", photo_bytes(), "image/png")})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["filename"] == "face.png"
+    assert body["verdict"] in ("REAL", "FAKE")
+    assert body["real_prob"] + body["fake_prob"] == pytest.approx(1.0, abs=1e-5)
+    assert body["threshold"] == pytest.approx(predictor.threshold)
+    assert isinstance(body["faces"], list) and body["face_found"] is False
+    assert body["model"] == predictor.source.describe()
+
+
+@pytest.mark.parametrize("threshold, verdict", [("0", "FAKE"), ("1", "REAL")])
+def test_rest_threshold_is_honoured(url, threshold, verdict):
+    r = _post(url, files={"file": ("face.png", photo_bytes(), "image/png")}, data={"threshold": threshold})
+    assert r.status_code == 200
+    assert r.json()["threshold"] == float(threshold) and r.json()["verdict"] == verdict
+
+
+@pytest.mark.parametrize("content, expected", [
+    (b"", "empty file"),
+    (b"just some text\n", "not an image"),
+    (photo_bytes()[:200], "truncated or corrupt"),
+])
+def test_rest_bad_files_are_400(url, content, expected):
+    r = _post(url, files={"file": ("x.png", content, "application/octet-stream")})
+    assert r.status_code == 400
+    assert expected in r.json()["error"]
+
+
+def test_rest_missing_file_is_422(url):
+    assert _post(url, data={"threshold": "0.5"}).status_code == 422
+    assert "file" in _post(url).json()["error"]
+
+
+@pytest.mark.parametrize("threshold", ["2", "-0.1", "abc", "nan"])
+def test_rest_bad_threshold_is_422(url, threshold):
+    r = _post(url, files={"file": ("a.png", photo_bytes(), "image/png")}, data={"threshold": threshold})
+    assert r.status_code == 422 and "threshold" in r.json()["error"]
+
+
+def test_rest_too_many_pixels_is_413(url):
+    buf = io.BytesIO()
+    Image.new("1", (10_000, 10_000)).save(buf, "PNG")  # 100 MP, yet a tiny file
+    r = _post(url, files={"file": ("huge.png", buf.getvalue(), "image/png")})
+    assert r.status_code == 413 and "too large" in r.json()["error"]
+
+
+def test_rest_declared_oversize_body_is_413_before_reading(url):
+    # Headers only: the server answers from the Content-Length alone, without waiting for the body.
+    host, port = url.removeprefix("http://").split(":")
+    head = (f"POST {serving.REST_PATH} HTTP/1.1\r\nHost: {host}\r\nContent-Type: multipart/form-data; boundary=x\r\n"
+            f"Content-Length: {MAX_FILE_BYTES + 10**6}\r\n\r\n")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(head.encode())
+        status_line = sock.recv(4096).split(b"\r\n", 1)[0]
+    assert b" 413 " in status_line
+
+
+# ---------------------------------------------------------------------------- page logic without a server
+
+
+class _FixedPredictor(Predictor):
+    """A Predictor whose faces and probabilities are set by the test (no model, no detector)."""
+
+    def __init__(self, *probs: float, face_found: bool = True):
+        from fakeface.models import create_model
+
+        super().__init__(create_model("efficientnet-lite0", pretrained=False), detector="none")
+        self.probs, self.face_found = probs, face_found
+
+    def predict_image(self, image, threshold=None, heatmap=False):
+        faces = [FaceResult(p, (0, 0, 10, 10), image, np.linspace(-1, 1, 16).reshape(4, 4)) for p in self.probs]
+        return Prediction(max(self.probs), self.threshold if threshold is None else threshold,
+                          self.model.uncertain_band, faces, self.face_found)
+
+
+def test_analyse_several_faces_gives_a_verdict_per_face(photo):
+    pred = _FixedPredictor(0.1, 0.9, 0.55)
+    label, summary, heat, gallery = app.analyse(pred, str(photo), 0.5)
+    assert label["label"] == "FAKE"
+    assert "3 faces found" in summary and "face 2" in summary
+    captions = [caption for _, caption in gallery["value"]]
+    assert captions[0].startswith("Face 1: REAL") and captions[1].startswith("Face 2: FAKE")
+    assert "uncertain" in captions[2]
+    assert gallery["visible"] and heat.size == (96, 96)
+
+
+def test_analyse_uncertain_band_is_said(photo):
+    label, summary, _, _ = app.analyse(_FixedPredictor(0.45), str(photo), 0.5)
+    assert label["label"] == "REAL (uncertain)"
+    assert summary.startswith("**Uncertain, leans REAL.**")
+
+
+def test_analyse_bad_file_gives_a_message_not_a_traceback(tmp_path):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    with pytest.warns(UserWarning):  # gr.Warning outside a request falls back to warnings.warn
+        label, summary, heat, _ = app.analyse(_FixedPredictor(0.5), str(bad), 0.5)
+    assert label is None and heat is None
+    assert summary.startswith("**Could not analyse this image.** broken.jpg:")
+    assert str(tmp_path) not in summary  # the server path is not shown
+
+
+def test_verdict_label_headline_follows_the_threshold():
+    out = app.VerdictLabel().postprocess({"label": "FAKE", "confidences": {"FAKE": 0.4, "REAL": 0.6}})
+    assert out.label == "FAKE" and [c.label for c in out.confidences] == ["REAL", "FAKE"]
+    assert app.VerdictLabel().get_block_name() == "label"
+
+
+def test_image_input_passes_the_upload_path_untouched():
+    from gradio.data_classes import ImageData
+
+    assert app.ImageInput(type="filepath").preprocess(ImageData(path="/tmp/x.txt")) == "/tmp/x.txt"
+
+
+def test_example_files_lists_images(monkeypatch, tmp_path):
+    for name in ("b.png", "a.JPG", "notes.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    monkeypatch.setattr(app, "EXAMPLES_DIR", tmp_path)
+    assert [Path(p).name for p in app.example_files()] == ["a.JPG", "b.png"]
+
+
+# ------------------------------------------------------------------------------------- batch/zip helpers
+
+
+def _zip(path: Path, entries: dict) -> Path:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+    return path
+
+
+def test_zip_entries_cannot_escape(tmp_path):
+    archive = _zip(tmp_path / "evil.zip", {"../../etc/x.png": b"a", "/abs.png": b"b", "ok/../../up.png": b"c",
+                                            "C:\\win.png": b"d", "good.png": photo_bytes()})
+    link = zipfile.ZipInfo("link.png")
+    link.external_attr = (stat.S_IFLNK | 0o777) << 16
+    with zipfile.ZipFile(archive, "a") as zf:
+        zf.writestr(link, "/etc/passwd")
+    items = {i.name: i for i in serving.read_batch([archive])}
+    assert items["evil.zip/good.png"].data == photo_bytes()
+    reasons = {name: item.error for name, item in items.items() if item.error}
+    assert len(reasons) == 5
+    assert "symbolic link" in reasons["evil.zip/link.png"] and "absolute" in reasons["evil.zip//abs.png"]
+    assert all(item.data is None for item in items.values() if item.error)
+    assert list(tmp_path.iterdir()) == [archive]  # nothing was written anywhere
+
+
+def test_zip_bomb_refused_by_declared_size(tmp_path, monkeypatch):
+    monkeypatch.setattr(serving, "MAX_BATCH_BYTES", 1000)
+    archive = _zip(tmp_path / "bomb.zip", {f"{i}.png": b"\0" * 600 for i in range(2)})  # 1200 bytes declared
+    with pytest.raises(FakefaceError, match="uncompressed"):
+        serving.read_batch([archive])
+
+
+def test_zip_entry_inflating_past_its_declared_size_is_refused(tmp_path):
+    archive = _zip(tmp_path / "liar.zip", {"a.png": b"\0" * 100_000})
+    raw = bytearray(archive.read_bytes())
+    # Patch the declared uncompressed size (local header offset 22, central directory offset 24) to 1000.
+    raw[22:26] = (1000).to_bytes(4, "little")
+    central = raw.rfind(b"PK\x01\x02")
+    raw[central + 24:central + 28] = (1000).to_bytes(4, "little")
+    archive.write_bytes(bytes(raw))
+    (item,) = serving.read_batch([archive])
+    assert item.data is None and item.error  # never more than the declared 1000 bytes are kept
+
+
+def test_batch_count_limit(tmp_path):
+    archive = _zip(tmp_path / "many.zip", {f"{i}.png": b"x" for i in range(serving.MAX_BATCH_FILES + 1)})
+    with pytest.raises(FakefaceError, match=str(serving.MAX_BATCH_FILES)):
+        serving.read_batch([archive])
+
+
+def test_batch_reports_unreadable_files_per_row(tmp_path):
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    not_zip = tmp_path / "fake.zip"
+    not_zip.write_text("no")
+    items = serving.read_batch([empty, not_zip, tmp_path / "gone.png"])
+    assert [bool(i.error) for i in items] == [True, True, True]
+    assert "empty file" in items[0].error and "zip" in items[1].error and "no longer" in items[2].error
+
+
+def test_csv_cells_cannot_become_formulas(tmp_path):
+    path = serving.write_csv([{"file": "=HYPERLINK(1)", "faces": 1, "fake_prob": 0.5, "verdict": "FAKE",
+                               "note": ""}])
+    assert path.read_text().splitlines()[1].startswith("'=HYPERLINK")
+    path.unlink()
+
+
+def test_delete_uploads_only_inside_the_upload_root(tmp_path):
+    root, outside = tmp_path / "uploads", tmp_path / "keep.png"
+    (root / "abc").mkdir(parents=True)
+    inside = root / "abc" / "a.png"
+    inside.write_bytes(b"x")
+    outside.write_bytes(b"x")
+    serving.delete_uploads([inside, outside], root)
+    assert not inside.exists() and not inside.parent.exists() and outside.exists()
+
+
+def test_heatmap_overlay_colours_by_sign():
+    crop = Image.new("RGB", (64, 64), (128, 128, 128))
+    heat = np.zeros((8, 8), np.float32)
+    heat[:, :4], heat[:, 4:] = -1.0, 1.0
+    out = np.asarray(serving.heatmap_overlay(crop, heat))
+    assert out.shape == (64, 64, 3)
+    left, right = out[32, 2], out[32, 61]
+    assert left[2] > left[0] and right[0] > right[2]  # blue towards REAL on the left, red towards FAKE on the right
