@@ -20,6 +20,7 @@ import pandas as pd
 from fastapi import FastAPI
 from gradio.components.label import LabelConfidence, LabelData
 from gradio.utils import get_upload_folder
+from PIL import Image
 
 from fakeface.errors import FakefaceError
 from fakeface.predictor import Prediction, Predictor
@@ -49,36 +50,37 @@ ABOUT = (
 # ----------------------------------------------------------------------------------------------- components
 
 
-class VerdictLabel(gr.Label):
+def verdict_label(**kwargs) -> gr.Label:
     """A gr.Label whose headline is the thresholded verdict rather than the most confident class.
 
-    With a threshold other than 0.5 the two differ (fake_prob 0.4 is FAKE at threshold 0.3). Takes
-    {"label": str, "confidences": {class: prob}}; renders with the built-in Label front end (is_template).
+    With a threshold other than 0.5 the two differ (fake_prob 0.4 is FAKE at threshold 0.3). It takes
+    {"label": str, "confidences": {class: prob}}. The override is set on the instance, not by subclassing:
+    Gradio writes a .pyi stub beside any file that defines a component class.
     """
+    component = gr.Label(**kwargs)
+    default = component.postprocess
 
-    is_template = True
-
-    def postprocess(self, value):
+    def postprocess(value):
         if isinstance(value, dict) and isinstance(value.get("confidences"), dict) and "label" in value:
             ranked = sorted(value["confidences"].items(), key=lambda kv: kv[1], reverse=True)
             return LabelData(label=value["label"],
                              confidences=[LabelConfidence(label=k, confidence=v) for k, v in ranked])
-        return super().postprocess(value)
+        return default(value)
+
+    component.postprocess = postprocess
+    return component
 
 
-class ImageInput(gr.Image):
-    """gr.Image(type="filepath") that hands over the uploaded file untouched.
+def upload_path(payload) -> str | None:
+    """The server path of an uploaded file from Gradio's raw payload (events run with preprocess=False).
 
-    gr.Image opens every upload with PIL first (a text file then fails with a bare error) and may re-encode it;
-    here the app's own loader, fakeface.images.load_image, is the only decoder and gives the user-facing message.
+    The app decodes images itself with fakeface.images.load_image: gr.Image's own preprocessing opens every
+    upload with PIL first, so a text file would fail there with a bare error instead of our message. Gradio
+    has already checked that the path lies in its upload folder before the event function runs.
     """
-
-    is_template = True
-
-    def preprocess(self, payload):
-        if payload is None or (payload.url or "").startswith("data:"):
-            return super().preprocess(payload)  # base64 data URLs: let Gradio write them to a file
-        return payload.path
+    if isinstance(payload, dict):
+        return payload.get("path")
+    return payload  # already a path (direct calls, tests)
 
 
 # -------------------------------------------------------------------------------------------- model loading
@@ -87,6 +89,12 @@ class ImageInput(gr.Image):
 def load_predictor() -> Predictor:
     """The one model load of the process: $FAKEFACE_MODEL, else the project's Hub repo, else the bundled copy."""
     return Predictor.load()
+
+
+def warm_up(predictor: Predictor) -> None:
+    """One throwaway prediction at start, so lazily built parts (face detector weights, feature backbone) load
+    now, once, and not inside the first user's request (nor twice, from two threads at once)."""
+    predictor.predict_image(Image.new("RGB", (256, 256), (128, 128, 128)), heatmap=True)
 
 
 def model_description(predictor: Predictor) -> str:
@@ -111,10 +119,24 @@ def label_value(pred: Prediction, headline: str) -> dict:
     return {"label": headline, "confidences": {"FAKE": pred.fake_prob, "REAL": pred.real_prob}}
 
 
-def _classify_path(predictor: Predictor, path: str, threshold: float | None) -> Prediction:
+def checked_threshold(value) -> float | None:
+    """The threshold as a float in [0, 1], or None for the model's default (API callers can send anything)."""
+    if value is None or value == "":
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not 0.0 <= number <= 1.0:  # also false for NaN
+        raise FakefaceError(f"The threshold must be a number from 0 to 1, not {str(value)[:40]!r}.")
+    return number
+
+
+def classify_upload(predictor: Predictor, path: str, threshold, heatmap: bool) -> Prediction:
+    threshold = checked_threshold(threshold)
     # A file object makes load_image name the file by its base name in messages, not by its server path.
     with open(path, "rb") as f:
-        return predictor.predict_file(f, threshold=threshold, heatmap=True)
+        return predictor.predict_file(f, threshold=threshold, heatmap=heatmap)
 
 
 def summary_markdown(pred: Prediction) -> str:
@@ -144,7 +166,7 @@ def face_gallery(pred: Prediction) -> list[tuple]:
     items = []
     for i, face in enumerate(pred.faces, start=1):
         alone = Prediction(fake_prob=face.fake_prob, threshold=pred.threshold, uncertain_band=pred.uncertain_band)
-        items.append((face.crop, f"Face {i}: {verdict_text(alone)} · fake probability {face.fake_prob:.2f}"))
+        items.append((face.crop, f"Face {i}: {verdict_text(alone)} · fake {face.fake_prob:.2f}"))
     return items
 
 
@@ -153,7 +175,7 @@ def analyse(predictor: Predictor, path: str | None, threshold: float | None):
     if not path:
         return None, "Upload, paste or capture an image to analyse it.", None, gr.update(value=None, visible=False)
     try:
-        pred = _classify_path(predictor, path, threshold)
+        pred = classify_upload(predictor, path, threshold, heatmap=True)
     except FakefaceError as exc:
         return _failure(str(exc))
     except Exception:  # a bug of ours: the user gets a sentence, the log gets the traceback
@@ -175,30 +197,41 @@ def predict_label(predictor: Predictor, path: str | None, threshold: float | Non
     if not path:
         raise gr.Error("No image was given.")
     try:
-        with open(path, "rb") as f:
-            pred = predictor.predict_file(f, threshold=threshold, heatmap=False)
+        pred = classify_upload(predictor, path, threshold, heatmap=False)
     except FakefaceError as exc:
         raise gr.Error(str(exc)) from None
+    except Exception:
+        log.exception("prediction failed")
+        raise gr.Error("Something went wrong while analysing this image; it has been logged.") from None
     return label_value(pred, pred.label)
 
 
 # --------------------------------------------------------------------------------------------------- batch
 
 
-def analyse_batch(predictor: Predictor, paths: list[str] | None, threshold: float | None):
-    """(table, CSV file, summary) for uploaded images and zips; the uploads are deleted afterwards."""
+def analyse_batch(predictor: Predictor, paths: list[str] | None, threshold: float | None, keep=(),
+                  progress=None):
+    """(table, CSV file, summary) for uploaded images and zips; the uploads are deleted afterwards, except
+    the files in `keep` (Gradio's cached examples, which an identical upload shares)."""
     empty = pd.DataFrame(columns=BATCH_COLUMNS)
     if not paths:
         return empty, None, "Upload images or a .zip of images first."
     try:
-        rows = predict_batch_rows(predictor, read_batch(paths), threshold)
+        threshold = checked_threshold(threshold)
+        report = (lambda done, total: progress((done, total), desc="Analysing", unit="files")) if progress else None
+        rows = predict_batch_rows(predictor, read_batch(paths), threshold, on_progress=report)
     except FakefaceError as exc:
         gr.Warning(str(exc))
         return empty, None, f"**Batch refused.** {exc}"
     finally:
-        delete_uploads(paths, get_upload_folder())
+        delete_uploads(paths, get_upload_folder(), keep)
     table = pd.DataFrame(rows, columns=BATCH_COLUMNS).astype(object).fillna("")
     return table, str(write_csv(rows)), batch_summary(rows)
+
+
+def files_to_keep(demo: gr.Blocks) -> set[str]:
+    """The cached files Gradio itself keeps (examples, default values): never deleted as uploads."""
+    return set().union(*(getattr(block, "keep_in_cache", set()) for block in demo.blocks.values()))
 
 
 def batch_summary(rows: list[dict]) -> str:
@@ -228,18 +261,19 @@ def build_demo(predictor: Predictor) -> gr.Blocks:
         with gr.Tab("Single image"):
             with gr.Row():
                 with gr.Column():
-                    image = ImageInput(type="filepath", sources=["upload", "clipboard", "webcam"],
-                                       label="Image (upload, drop, paste or webcam)", elem_id="image-input")
+                    image = gr.Image(type="filepath", sources=["upload", "clipboard", "webcam"],
+                                     label="Image (upload, drop, paste or webcam)", elem_id="image-input")
                     threshold = threshold_slider()
                     button = gr.Button("Analyse", variant="primary", elem_id="analyse-button")
                     examples = example_files()
                     if examples:
-                        gr.Examples(examples=[[p] for p in examples], inputs=[image], label="Examples")
+                        gr.Examples(examples=[[p] for p in examples], inputs=[image], label="Examples",
+                                    example_labels=[Path(p).stem.replace("_", " ") for p in examples])
                 with gr.Column():
-                    label = VerdictLabel(label="Verdict", elem_id="verdict")
+                    label = verdict_label(label="Verdict", elem_id="verdict")
                     summary = gr.Markdown(label="Summary", elem_id="summary")
                     heat = gr.Image(type="pil", label="Heat map (the face that decided the verdict)",
-                                    interactive=False, elem_id="heatmap")
+                                    height=320, interactive=False, elem_id="heatmap")
                     gr.Markdown(HEATMAP_NOTE)
                     faces = gr.Gallery(label="Faces found", columns=4, visible=False, elem_id="faces")
         with gr.Tab("Batch"):
@@ -248,26 +282,31 @@ def build_demo(predictor: Predictor) -> gr.Blocks:
                         "analysis.")
             files = gr.File(file_count="multiple", label="Images or .zip", elem_id="batch-files")
             batch_threshold = threshold_slider()
-            batch_button = gr.Button("Analyse batch", variant="primary")
-            batch_summary_box = gr.Markdown(label="Batch summary")
-            table = gr.Dataframe(headers=BATCH_COLUMNS, interactive=False, label="Results")
+            batch_button = gr.Button("Analyse batch", variant="primary", elem_id="batch-button")
+            batch_summary_box = gr.Markdown(label="Batch summary", elem_id="batch-summary")
+            table = gr.Dataframe(headers=BATCH_COLUMNS, interactive=False, label="Results", elem_id="batch-table")
             csv_file = gr.File(label="Results as CSV")
 
         # Named functions, not lambdas: their parameter names are the API's keyword names.
         def analyse_image(image, threshold):
-            return analyse(predictor, image, threshold)
+            return analyse(predictor, upload_path(image), threshold)
 
         def predict(image, threshold):
-            return predict_label(predictor, image, threshold)
+            return predict_label(predictor, upload_path(image), threshold)
 
-        def predict_batch(files, threshold):
-            return analyse_batch(predictor, files, threshold)
+        def predict_batch(files, threshold, progress=gr.Progress()):
+            paths = [upload_path(f) for f in files or []]
+            return analyse_batch(predictor, paths, threshold, keep=files_to_keep(demo), progress=progress)
 
-        model_events = dict(concurrency_id="model", concurrency_limit=MODEL_CONCURRENCY)
+        # preprocess=False: inputs arrive as Gradio's raw payloads (see upload_path), never decoded by Gradio.
+        model_events = dict(concurrency_id="model", concurrency_limit=MODEL_CONCURRENCY, preprocess=False)
+        # The page analyses on upload, on a new threshold and on the button; while one run is going, further
+        # triggers collapse into one final run with the latest inputs.
         gr.on([button.click, image.change, threshold.release], analyse_image, inputs=[image, threshold],
-              outputs=[label, summary, heat, faces], api_name="analyse", **model_events)
+              outputs=[label, summary, heat, faces], api_name="analyse", trigger_mode="always_last",
+              **model_events)
         # API only (no trigger on the page): the label alone, so a client gets a plain REAL/FAKE answer.
-        gr.on([], predict, inputs=[image, threshold], outputs=[VerdictLabel(label="Verdict", visible=False)],
+        gr.on([], predict, inputs=[image, threshold], outputs=[verdict_label(label="Verdict", visible=False)],
               api_name="predict", **model_events)
         batch_button.click(predict_batch, inputs=[files, batch_threshold],
                            outputs=[table, csv_file, batch_summary_box], api_name="predict_batch",
@@ -302,6 +341,7 @@ def main() -> None:
         predictor = load_predictor()
     except FakefaceError as exc:
         sys.exit(f"fakeface: {exc}")
+    warm_up(predictor)
     log.info("serving %s; REST route POST %s", predictor.source.describe(), REST_PATH)
     uvicorn.run(create_app(predictor), host=_host(), port=_port())
 

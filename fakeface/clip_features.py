@@ -18,7 +18,7 @@ from PIL import Image
 
 from .clip_backbone import GRID, WIDTH, ClipOnnxEncoder, grid_views, to_clip_pixels
 
-DEFAULT_RECIPE = {"views": [[224, 1], [600, 3]], "layers": [5, 7, 9, 11], "tokens": ["cls", "patch_mean"]}
+DEFAULT_RECIPE = {"views": [[224, 1], [448, 2]], "layers": [5, 7, 9, 11], "tokens": ["cls", "patch_mean"]}
 
 
 @dataclass(frozen=True)

@@ -6,3 +6,7 @@ class FakefaceError(Exception):
 
     The CLI and the app show the message as it is, never a traceback.
     """
+
+
+class TooLargeError(FakefaceError):
+    """The input is over a size limit (bytes, pixels, files in a batch): HTTP 413 rather than 400."""

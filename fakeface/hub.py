@@ -43,10 +43,10 @@ def load_model(spec: str | None = None, try_hub_default: bool = True) -> tuple[F
             return FakeFaceModel.from_pretrained(location), ModelSource("local", str(Path(location).resolve()))
         if os.path.exists(location):
             raise FakefaceError(f"{location} is a file; --model takes a model folder or a Hub repo id.")
-        return _from_hub(location, revision), ModelSource("hub", location, revision)
+        return _from_hub(location, revision)
     if try_hub_default and not _offline():
         try:
-            return _from_hub(DEFAULT_HUB_REPO, None), ModelSource("hub", DEFAULT_HUB_REPO)
+            return _from_hub(DEFAULT_HUB_REPO, None)
         except FakefaceError:
             pass  # unreachable or missing: the bundled copy is the promised fallback
     if not (BUNDLED_MODEL_DIR / "model.safetensors").exists():
@@ -58,11 +58,14 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
 
 
-def _from_hub(repo_id: str, revision: str | None) -> FakeFaceModel:
+def _from_hub(repo_id: str, revision: str | None) -> tuple[FakeFaceModel, ModelSource]:
+    """Resolve the revision to a commit first, then load exactly that commit (config, weights, backbone)."""
+    from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 
     try:
-        return FakeFaceModel.from_pretrained(repo_id, revision=revision)
+        commit = HfApi().model_info(repo_id, revision=revision).sha
+        return FakeFaceModel.from_pretrained(repo_id, revision=commit), ModelSource("hub", repo_id, commit)
     except RepositoryNotFoundError as exc:
         raise FakefaceError(f"Hub model {repo_id} not found (or private: set HF_TOKEN).") from exc
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as exc:

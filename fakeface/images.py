@@ -17,7 +17,7 @@ from typing import BinaryIO, Union
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from .errors import FakefaceError
+from .errors import FakefaceError, TooLargeError
 
 MAX_FILE_BYTES = 30 * 1024 * 1024
 MAX_PIXELS = 80_000_000  # an 8000x8000 photo (64 MP) loads; a 10000x10000 one does not
@@ -49,7 +49,7 @@ def check_file_size(n_bytes: int, name: str = "") -> None:
     if n_bytes == 0:
         raise FakefaceError(_at(name) + "empty file (0 bytes). Choose a JPEG, PNG or WebP image.")
     if n_bytes > MAX_FILE_BYTES:
-        raise FakefaceError(
+        raise TooLargeError(
             _at(name) + f"file too large: {n_bytes} bytes (limit {MAX_FILE_BYTES}). "
             "Resize or recompress the image and try again."
         )
@@ -59,7 +59,7 @@ def check_pixel_count(width: int, height: int, name: str = "") -> None:
     """Raise FakefaceError if a width x height image is over MAX_PIXELS."""
     pixels = width * height
     if pixels > MAX_PIXELS:
-        raise FakefaceError(
+        raise TooLargeError(
             _at(name) + f"image too large: {width}x{height} = {pixels} pixels (limit {MAX_PIXELS}). "
             "Resize the image and try again."
         )
@@ -134,7 +134,7 @@ def _too_large_from_pillow(exc: Exception, name: str) -> FakefaceError:
     # Pillow's message carries the pixel count but not the dimensions.
     match = re.search(r"\((\d+) pixels\)", str(exc))
     count = match.group(1) if match else "too many"
-    return FakefaceError(
+    return TooLargeError(
         _at(name) + f"image too large: {count} pixels (limit {MAX_PIXELS}). Resize the image and try again."
     )
 

@@ -7,7 +7,6 @@ Nothing here knows about Gradio, so the limits and the REST contract can be test
 from __future__ import annotations
 
 import csv
-import io
 import logging
 import stat
 import tempfile
@@ -23,7 +22,7 @@ from fastapi.responses import JSONResponse
 from PIL import Image
 from starlette.datastructures import UploadFile
 
-from .errors import FakefaceError
+from .errors import FakefaceError, TooLargeError
 from .images import MAX_FILE_BYTES, check_file_size
 from .predictor import Prediction, Predictor
 
@@ -189,9 +188,18 @@ def printable(name: str, limit: int = 200) -> str:
 # ------------------------------------------------------------------------------------------ batch results
 
 
-def predict_batch_rows(predictor: Predictor, items: list[BatchItem], threshold: float | None = None) -> list[dict]:
-    """One row per item (see BATCH_COLUMNS); a file that fails gets its message, the others go on."""
-    return [_row(predictor, item, threshold) for item in items]
+def predict_batch_rows(predictor: Predictor, items: list[BatchItem], threshold: float | None = None,
+                       on_progress=None) -> list[dict]:
+    """One row per item (see BATCH_COLUMNS); a file that fails gets its message, the others go on.
+
+    `on_progress(done, total)` is called before each item, for a progress bar.
+    """
+    rows = []
+    for done, item in enumerate(items):
+        if on_progress is not None:
+            on_progress(done, len(items))
+        rows.append(_row(predictor, item, threshold))
+    return rows
 
 
 def _row(predictor: Predictor, item: BatchItem, threshold: float | None) -> dict:
@@ -241,12 +249,17 @@ def _prune(folder: Path, max_age_s: float) -> None:
             pass  # another worker removed it first
 
 
-def delete_uploads(paths: list[str | Path], upload_root: str | Path) -> None:
-    """Delete uploaded files (and their now empty folders), but only inside `upload_root`."""
+def delete_uploads(paths: list[str | Path], upload_root: str | Path, keep=()) -> None:
+    """Delete uploaded files (and their now empty folders), but only inside `upload_root` and not in `keep`.
+
+    Gradio stores uploads by content hash, in the same folder as its copies of example files: an upload equal
+    to an example is the example's file, which must stay (pass those paths as `keep`).
+    """
     root = Path(upload_root).resolve()
+    kept = {Path(k).resolve() for k in keep}
     for path in paths:
         path = Path(path).resolve()
-        if root not in path.parents:
+        if root not in path.parents or path in kept:
             continue
         path.unlink(missing_ok=True)
         try:
@@ -261,15 +274,16 @@ _TOWARDS_FAKE = np.array([220, 40, 40], dtype=np.float32)
 _TOWARDS_REAL = np.array([40, 90, 220], dtype=np.float32)
 
 
-def heatmap_overlay(crop: Image.Image, heatmap: np.ndarray, max_side: int = 512, strength: float = 0.65) -> Image.Image:
-    """The crop with the heat map blended in: red where the map pushes towards FAKE, blue towards REAL.
+def heatmap_overlay(crop: Image.Image, heatmap: np.ndarray, side: int = 384, strength: float = 0.65) -> Image.Image:
+    """The crop, scaled to `side` pixels on its longer side, with the heat map blended in: red where the map
+    pushes towards FAKE, blue towards REAL.
 
     The map is scaled by its largest absolute value, so colours compare areas within one image only; the
     blend follows the magnitude, so neutral areas keep the photo visible.
     """
-    base = crop.convert("RGB")
-    if max(base.size) > max_side:
-        base.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    scale = side / max(crop.size)
+    size = (max(1, round(crop.width * scale)), max(1, round(crop.height * scale)))
+    base = crop.convert("RGB").resize(size, Image.Resampling.LANCZOS)
     heat = np.nan_to_num(np.asarray(heatmap, dtype=np.float32))
     heat = np.asarray(Image.fromarray(heat).resize(base.size, Image.Resampling.BILINEAR))  # float32 -> mode F
     peak = float(np.abs(heat).max())
@@ -294,8 +308,7 @@ def error_response(status: int, message: str, **extra) -> JSONResponse:
 
 
 def _status_for(exc: FakefaceError) -> int:
-    # FakefaceError has no kind; its size messages say "too large" (see images.check_file_size/check_pixel_count).
-    return 413 if "too large" in str(exc) else 400
+    return 413 if isinstance(exc, TooLargeError) else 400
 
 
 def rest_router(predictor: Predictor, model_name: str = "") -> APIRouter:
