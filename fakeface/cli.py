@@ -1,4 +1,7 @@
-"""The `fakeface` command: train, crossval, evaluate, predict. Each subcommand has --help."""
+"""The `fakeface` command: train, crossval, evaluate, predict. Each subcommand has --help.
+
+`train` and `crossval` run unchanged under `torchrun --nproc_per_node N` (see docs/training_at_scale.md).
+"""
 
 from __future__ import annotations
 
@@ -45,22 +48,35 @@ def _train_config(args):
                        pretrained=False if args.no_pretrained else None)
 
 
+def _in_process_group(work) -> int:
+    """Run `work()` inside torchrun's process group when torchrun started us (RANK, WORLD_SIZE... set; gloo on
+    CPU, nccl on CUDA), else plainly; rank 0 prints the summary it returns."""
+    from . import distributed
+
+    world = distributed.init_from_env()
+    try:
+        summary = work()
+    finally:
+        distributed.shutdown()
+    if world.is_main:
+        print(json.dumps(summary, indent=2))
+    return 0
+
+
 def cmd_train(args) -> int:
     from .pipeline import train_evaluate_save
 
-    summary = train_evaluate_save(args.data, args.output_dir, _train_config(args), revision=args.revision,
-                                  push_to_hub=args.push_to_hub, limit=args.limit, cache_dir=args.cache_dir)
-    print(json.dumps(summary, indent=2))
-    return 0
+    return _in_process_group(lambda: train_evaluate_save(
+        args.data, args.output_dir, _train_config(args), revision=args.revision, push_to_hub=args.push_to_hub,
+        limit=args.limit, cache_dir=args.cache_dir))
 
 
 def cmd_crossval(args) -> int:
     from .pipeline import cross_validate
 
-    summary = cross_validate(args.data, _train_config(args), folds=args.folds, output_dir=args.output_dir,
-                             revision=args.revision, limit=args.limit, cache_dir=args.cache_dir)
-    print(json.dumps(summary, indent=2))
-    return 0
+    return _in_process_group(lambda: cross_validate(
+        args.data, _train_config(args), folds=args.folds, output_dir=args.output_dir, revision=args.revision,
+        limit=args.limit, cache_dir=args.cache_dir))
 
 
 def cmd_evaluate(args) -> int:
@@ -87,36 +103,170 @@ def expand_inputs(items: list[str]) -> list[str]:
     return list(dict.fromkeys(paths))
 
 
-def cmd_predict(args) -> int:
-    from tqdm.auto import tqdm
+# ------------------------------------------------------------------------------------------------- predict
+#
+# Inputs are (id, source) pairs: the id is the row's "path" (a file path, or "user/set:split[i]" for a Hub
+# dataset); `read(source)` is what images.load_image decodes. Decoding runs in DataLoader workers, the model
+# in batches in the main process, and every row is written as soon as its batch is done.
 
+
+def cmd_predict(args) -> int:
+    from .distributed import shard
     from .predictor import Predictor
 
+    items, read = _dataset_items(args) if args.dataset else ([(p, p) for p in expand_inputs(args.paths)], None)
+    n_inputs = len(items)
+    if args.shard:  # a split every machine computes alike: every n-th item of the list sorted by path
+        items = shard(sorted(items, key=lambda item: item[0]), *args.shard)
+    done = _done_ids(args.output, args.format) if args.skip_existing else set()
+    items = [item for item in items if item[0] not in done]
     predictor = Predictor.load(args.model, detector=args.detector, threshold=args.threshold)
-    paths = expand_inputs(args.paths)
-    writer = _RowWriter(args.format, sys.stdout)
-    failures = 0
-    for path in tqdm(paths, desc="predict", unit="img", file=sys.stderr, disable=args.quiet):
-        try:
-            pred = predictor.predict_file(path)
-            writer.write({"path": path, **pred.as_dict(), "faces": len(pred.faces)})
-        except (FakefaceError, OSError) as exc:  # one bad file never stops the batch
-            failures += 1
-            writer.write({"path": path, "fake_prob": None, "real_prob": None, "label": None, "error": str(exc)})
-    writer.close()
+    with _open_output(args.output, append=bool(done)) as stream:
+        writer = _RowWriter(args.format, stream, header=not done)
+        failures = _predict_rows(predictor, items, read, writer, args)
+        writer.close()
     if failures:
-        print(f"{failures} of {len(paths)} files could not be classified (see the 'error' field).", file=sys.stderr)
-    return 1 if failures or not paths else 0
+        print(f"{failures} of {len(items)} files could not be classified (see the 'error' field).", file=sys.stderr)
+    return 1 if failures or not n_inputs else 0
+
+
+def _predict_rows(predictor, items: list, read, writer: "_RowWriter", args) -> int:
+    """Classify `items` a batch at a time, writing each row as it comes; returns how many failed."""
+    import torch
+    from tqdm.auto import tqdm
+
+    loader = torch.utils.data.DataLoader(_Decoded(items, read), batch_size=args.batch_size,
+                                         num_workers=args.workers, collate_fn=list)
+    failures = 0
+    with tqdm(total=len(items), desc="predict", unit="img", file=sys.stderr, disable=args.quiet) as bar:
+        for batch in loader:
+            for path, result in _classify(predictor, batch):
+                failures += isinstance(result, str)
+                writer.write(_row(path, result))
+            bar.update(len(batch))
+    return failures
+
+
+class _Decoded:
+    """A map-style dataset of (id, image or None, error or None): decoding failures become values, so one
+    bad file never stops a DataLoader worker."""
+
+    def __init__(self, items: list, read=None):
+        self.items, self.read = items, read
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, k):
+        from .images import load_image
+
+        name, source = self.items[k]
+        try:
+            return name, load_image(self.read(source) if self.read else source), None
+        except (FakefaceError, OSError) as exc:
+            return name, None, str(exc)
+
+
+def _classify(predictor, batch: list) -> list:
+    """(id, Prediction or error message) for each decoded item of a batch, in order."""
+    images = [image for _, image, error in batch if error is None]
+    try:
+        predictions = iter(predictor.predict_images(images))
+    except (FakefaceError, OSError):  # find the culprit: one image at a time
+        predictions = iter([_predict_one(predictor, image) for image in images])
+    return [(name, error if error is not None else next(predictions)) for name, _, error in batch]
+
+
+def _predict_one(predictor, image):
+    try:
+        return predictor.predict_image(image)
+    except (FakefaceError, OSError) as exc:
+        return str(exc)
+
+
+def _row(path: str, result) -> dict:
+    if isinstance(result, str):
+        return {"path": path, "fake_prob": None, "real_prob": None, "label": None, "error": result}
+    return {"path": path, **result.as_dict(), "faces": len(result.faces)}
+
+
+class _HubImages:
+    """(split, row) of a Hub dataset -> that image's bytes (or path) for images.load_image."""
+
+    def __init__(self, splits: dict, column: str):
+        self.splits, self.column = splits, column
+
+    def __call__(self, source):
+        split, row = source
+        image = self.splits[split][row][self.column] or {}
+        return image.get("bytes") or image.get("path") or b""
+
+
+def _dataset_items(args) -> tuple[list, _HubImages]:
+    """Every image of a Hub dataset (all splits, or --split), as (id, (split, row)) items."""
+    import datasets
+
+    from .data import _image_column
+
+    try:
+        loaded = datasets.load_dataset(args.dataset, revision=args.revision, split=args.split)
+    except (FileNotFoundError, ValueError) as exc:
+        raise FakefaceError(f"{args.dataset}: Hub dataset not found or not accessible ({exc}).") from None
+    if isinstance(loaded, datasets.Dataset):
+        loaded = {args.split: loaded}
+    column = _image_column(next(iter(loaded.values())))
+    splits = {name: ds.cast_column(column, datasets.Image(decode=False)) for name, ds in loaded.items()}
+    items = [(f"{args.dataset}:{name}[{row}]", (name, row)) for name, ds in splits.items() for row in range(len(ds))]
+    return items, _HubImages(splits, column)
+
+
+# ------------------------------------------------------------------------------------- output and resuming
+
+
+def _done_ids(output: str | None, fmt: str) -> set[str]:
+    """The "path" of every row already in the output file (empty when it does not exist yet)."""
+    if not output:
+        raise FakefaceError("--skip-existing resumes the file given by --output FILE; add --output.")
+    if fmt == "table":
+        raise FakefaceError("--skip-existing reads the output back: use --format jsonl or csv.")
+    path = Path(output)
+    if not path.exists():
+        return set()
+    _drop_partial_line(path)
+    with open(path, newline="", encoding="utf-8") as f:
+        try:
+            if fmt == "csv":
+                return {row["path"] for row in csv.DictReader(f)}
+            return {json.loads(line)["path"] for line in f if line.strip()}
+        except (ValueError, KeyError) as exc:
+            raise FakefaceError(f"{output}: cannot resume, a row is not {fmt} with a path ({exc}).") from None
+
+
+def _drop_partial_line(path: Path) -> None:
+    """A run killed mid-write can leave a last line without its newline: cut it, so that image is redone."""
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with open(path, "r+b") as f:
+            f.truncate(data.rfind(b"\n") + 1)
+
+
+def _open_output(output: str | None, append: bool):
+    from contextlib import nullcontext
+
+    if not output:
+        return nullcontext(sys.stdout)
+    return open(output, "a" if append else "w", newline="", encoding="utf-8")
 
 
 class _RowWriter:
     COLUMNS = ["path", "fake_prob", "real_prob", "label", "uncertain", "faces", "error"]
 
-    def __init__(self, fmt: str, stream):
+    def __init__(self, fmt: str, stream, header: bool = True):
         self.fmt, self.stream, self.rows = fmt, stream, []
         if fmt == "csv":
             self.csv = csv.DictWriter(stream, fieldnames=self.COLUMNS, extrasaction="ignore")
-            self.csv.writeheader()
+            if header:  # not when appending to a file that has one
+                self.csv.writeheader()
 
     def write(self, row: dict) -> None:
         if self.fmt == "jsonl":
@@ -124,8 +274,9 @@ class _RowWriter:
             self.stream.flush()  # streaming: each row is usable as soon as it is written
         elif self.fmt == "csv":
             self.csv.writerow(row)
+            self.stream.flush()
         else:
-            self.rows.append(row)
+            self.rows.append(row)  # a table is printed at the end, so it does not mix with the progress bar
 
     def close(self) -> None:
         if self.fmt != "table":
@@ -164,20 +315,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int)
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("predict", help="classify image files, folders and globs")
-    p.add_argument("paths", nargs="+", help="files, folders or glob patterns")
+    p = sub.add_parser("predict", help="classify image files, folders and globs, or a Hub dataset")
+    p.add_argument("paths", nargs="*", help="files, folders or glob patterns")
+    p.add_argument("--dataset", metavar="REPO_ID", help="classify every image of this Hub dataset instead")
+    p.add_argument("--split", help="with --dataset: only this split (default: all)")
+    p.add_argument("--revision", help="with --dataset: branch, tag or commit")
     p.add_argument("--model", help="model folder or Hub id 'user/repo[@revision]' (default: the project's model)")
     p.add_argument("--threshold", type=float, help="decision threshold (default: the model's)")
     p.add_argument("--format", choices=["table", "csv", "jsonl"], default="table")
     p.add_argument("--detector", choices=["auto", "mtcnn", "haar", "none"], default="auto",
                    help="face detector ('none' classifies whole images)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--output", metavar="FILE", help="write rows to FILE (default: standard output)")
+    p.add_argument("--skip-existing", action="store_true",
+                   help="resume: keep the rows already in --output FILE and do only the paths it lacks")
+    p.add_argument("--shard", type=_shard_arg, metavar="I/N",
+                   help="do only shard I of N (every N-th path of the sorted list, from the I-th; 0-based)")
+    p.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
+    p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes decoding images")
     p.set_defaults(func=cmd_predict)
     return parser
 
 
+def _shard_arg(text: str) -> tuple[int, int]:
+    from .distributed import parse_shard
+
+    try:
+        return parse_shard(text)
+    except FakefaceError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "predict" and bool(args.paths) == bool(args.dataset):
+        parser.error("predict: give image paths, or --dataset REPO_ID (not both)")
     try:
         return args.func(args)
     except FakefaceError as exc:

@@ -2,6 +2,9 @@
 
 `train_space.py` and `fakeface train` both call `train_evaluate_save`. Every image goes through the same
 decode (images.load_image) and face crop (faces.face_crops) that serving uses.
+
+Under torchrun every rank runs these functions in step (they meet at collective calls inside `featurize` and
+`training.fit`); only rank 0 prints, writes the model and reports, and pushes.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import datasets
 import numpy as np
 import torch
 
+from . import distributed
 from .data import load_face_dataset, stratified_kfold, stratified_split
 from .errors import FakefaceError
 from .evaluation import choose_threshold, evaluate_predictions, fit_temperature, write_report
@@ -23,7 +27,7 @@ from .faces import FaceDetector, face_crops
 from .images import load_image
 from .models import FakeFaceModel, create_model, probabilities
 from .training import TrainConfig, fit, predict_logits
-from .transforms import eval_transform, train_transform
+from .transforms import degrade, eval_transform, train_transform
 
 DEFAULT_CACHE = Path(os.environ.get("FAKEFACE_CACHE", Path.home() / ".cache" / "fakeface"))
 
@@ -35,8 +39,9 @@ def load_splits(source: str, config: TrainConfig, revision: str | None = None, l
     """(train, validation, test) Datasets: the source's own splits where it has them, else stratified ones
     (by label and difficulty) with the config's seed. Skipped unreadable files are printed by path."""
     data = load_face_dataset(source, revision)
-    for path, reason in data.skipped:
-        print(f"skipped unreadable image {path}: {reason}")
+    if distributed.world().is_main:
+        for path, reason in data.skipped:
+            print(f"skipped unreadable image {path}: {reason}")
     splits = {name: _raw(ds) for name, ds in data.splits.items()}
     full = splits["train"]
     if limit and limit < len(full):
@@ -96,28 +101,49 @@ class CroppedImages(torch.utils.data.Dataset):
 
 
 def featurize(ds: datasets.Dataset, model: FakeFaceModel, detector: FaceDetector | None,
-              cache_dir: str | Path | None = None, featurizer=None) -> np.ndarray:
-    """Frozen-backbone features of every image, cached on disk by (image bytes, recipe, detector)."""
-    from tqdm.auto import tqdm
+              cache_dir: str | Path | None = None, featurizer=None, degradation: str | None = None) -> np.ndarray:
+    """Frozen-backbone features of every image, cached on disk by (image bytes, recipe, detector).
 
+    Under torch.distributed the ranks share the work: each featurizes its share (every N-th image) into the
+    cache, waits for the others, then reads every image from the cache. Put the cache on a disk all nodes
+    share; a node that cannot see another's files computes them itself (same result, more time).
+    """
     if featurizer is None:
         from .clip_features import ClipFeaturizer
 
         featurizer = ClipFeaturizer(model.recipe)
-    recipe_key = hashlib.sha1(json.dumps([model.recipe.to_config(), detector.backend if detector else "none"],
-                                         sort_keys=True).encode()).hexdigest()[:12]
+    key = [model.recipe.to_config(), detector.backend if detector else "none"] + ([degradation] if degradation else [])
+    recipe_key = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     cache = Path(cache_dir or DEFAULT_CACHE) / "features" / recipe_key
     cache.mkdir(parents=True, exist_ok=True)
-    out = np.zeros((len(ds), model.recipe.dim), np.float32)
-    for i, item in enumerate(tqdm(ds, desc="features", unit="img")):
+    w = distributed.world()
+    if w.distributed:
+        mine = distributed.shard(range(len(ds)), w.rank, w.world_size)
+        _cached_features(ds.select(mine), model.recipe.dim, cache, featurizer, detector, degradation)
+        distributed.barrier()
+    return _cached_features(ds, model.recipe.dim, cache, featurizer, detector, degradation)
+
+
+def _cached_features(ds: datasets.Dataset, dim: int, cache: Path, featurizer, detector,
+                     degradation: str | None = None) -> np.ndarray:
+    """Each image's features from the cache, computed and stored first when missing."""
+    from tqdm.auto import tqdm
+
+    out = np.zeros((len(ds), dim), np.float32)
+    for i, item in enumerate(tqdm(ds, desc="features", unit="img", disable=not distributed.world().is_main)):
         source = _image_source(item)
         data = source if isinstance(source, bytes) else Path(source).read_bytes()
-        path = cache / (hashlib.sha1(data).hexdigest() + ".npy")
+        digest = hashlib.sha1(data).hexdigest()
+        path = cache / (digest + ".npy")
         if path.exists():
             out[i] = np.load(path, allow_pickle=False)
             continue
-        out[i] = featurizer(training_crop(load_image(data), detector))
-        tmp = path.with_suffix(".tmp.npy")
+        image = load_image(data)
+        if degradation:
+            image = degrade(image, degradation, digest)
+        out[i] = featurizer(training_crop(image, detector))
+        # A temp name of this process's own: two ranks holding the same image (duplicates) must not collide.
+        tmp = path.with_suffix(f".{os.getpid()}-{distributed.world().rank}.tmp.npy")
         np.save(tmp, out[i])
         os.replace(tmp, path)
     return out
@@ -126,8 +152,13 @@ def featurize(ds: datasets.Dataset, model: FakeFaceModel, detector: FaceDetector
 def model_inputs(model: FakeFaceModel, config: TrainConfig, ds, train: bool, detector, cache_dir=None):
     """A torch Dataset of (input, is_fake): cached features, or cropped and transformed images."""
     if model.family == "features":
-        feats = torch.from_numpy(featurize(ds, model, detector, cache_dir))
-        return torch.utils.data.TensorDataset(feats, torch.from_numpy(is_fake(ds)))
+        feats, targets = featurize(ds, model, detector, cache_dir), is_fake(ds)
+        if train and config.robust_augmentation:
+            # one JPEG re-encoded copy of each training image (quality 60-95): uploads arrive re-compressed,
+            # and about a quarter of ciplab's fakes carry JPEG tables no real photo has (a shortcut to unlearn)
+            feats = np.concatenate([feats, featurize(ds, model, detector, cache_dir, degradation="jpeg:random")])
+            targets = np.concatenate([targets, targets])
+        return torch.utils.data.TensorDataset(torch.from_numpy(feats), torch.from_numpy(targets))
     size = model.input_size
     transform = (train_transform(size, model.mean, model.std, robust=config.robust_augmentation) if train
                  else eval_transform(size, model.mean, model.std))
@@ -176,15 +207,23 @@ def evaluate_split(model: FakeFaceModel, config: TrainConfig, ds, detector, cach
 
 def train_evaluate_save(source: str, output_dir: str | Path, config: TrainConfig, revision: str | None = None,
                         push_to_hub: str | None = None, limit: int | None = None, cache_dir=None) -> dict:
-    """The whole recipe: data -> train -> calibrate -> evaluate on the held-out split -> save (-> push)."""
+    """The whole recipe: data -> train -> calibrate -> evaluate on the held-out split -> save (-> push).
+
+    Under torchrun every rank trains and evaluates (the same numbers); rank 0 alone saves and pushes, and the
+    others return a summary without "model_dir".
+    """
     from .model_card import write_model_card
 
     output_dir = Path(output_dir)
     detector = FaceDetector()
     train_ds, val_ds, test_ds = load_splits(source, config, revision, limit)
-    print(f"data: {len(train_ds)} train, {len(val_ds)} validation, {len(test_ds)} test images")
+    is_main = distributed.world().is_main
+    if is_main:
+        print(f"data: {len(train_ds)} train, {len(val_ds)} validation, {len(test_ds)} test images")
     model, fit_summary = train_model(config, train_ds, val_ds, output_dir / "run", detector, cache_dir)
     metrics, fake, probs = evaluate_split(model, config, test_ds, detector, cache_dir)
+    if not is_main:
+        return {"test": _headline(metrics), "training": fit_summary}
     metrics["training"] = {**fit_summary, "config": asdict(config), "data": source, "revision": revision,
                            "n_train": len(train_ds), "n_validation": len(val_ds), "n_test": len(test_ds)}
     model_dir = output_dir / "model"
@@ -230,12 +269,13 @@ def cross_validate(source: str, config: TrainConfig, folds: int = 5, output_dir=
         metrics, _, _ = evaluate_split(model, config, full.select(test_idx), detector, cache_dir)
         results.append({**_headline(metrics), "groups": {g: m["ranking"]["roc_auc"]
                                                           for g, m in metrics.get("groups", {}).items()}})
-        print(f"fold {k}: {json.dumps(results[-1])}")
+        if distributed.world().is_main:
+            print(f"fold {k}: {json.dumps(results[-1])}")
     summary = {"folds": results, "config": asdict(config)}
     for key in ("roc_auc", "balanced_accuracy", "accuracy", "ece"):
         values = np.array([r[key] for r in results], dtype=float)
         summary[key] = {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0}
-    if output_dir:
+    if output_dir and distributed.world().is_main:
         Path(output_dir).mkdir(parents=True, exist_ok=True)
         (Path(output_dir) / "crossval.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -131,6 +131,27 @@ class Predictor:
         """Classify every face found (or the whole image); the image's verdict follows its most-fake face."""
         found = self.crops(image)
         logits, maps = self.logits([c.image for c in found], heatmap=heatmap)
+        return self._prediction(found, logits, maps, threshold)
+
+    def predict_images(self, images: list[Image.Image], threshold: float | None = None) -> list[Prediction]:
+        """`predict_image` for many images (no heat maps), with one forward pass over all their face crops.
+
+        The pixel family runs them as one batch; the frozen CLIP backbone still encodes one view at a time
+        (see `logits`), so only the probe is batched. Equal to `predict_image` up to floating-point noise.
+        """
+        found = [self.crops(image) for image in images]
+        if not found:
+            return []
+        logits, maps = self.logits([c.image for crops in found for c in crops])
+        predictions, start = [], 0
+        for crops in found:
+            end = start + len(crops)
+            predictions.append(self._prediction(crops, logits[start:end], maps[start:end], threshold))
+            start = end
+        return predictions
+
+    def _prediction(self, found, logits, maps, threshold: float | None) -> Prediction:
+        """One image's Prediction from its crops' logits: its verdict follows its most-fake face."""
         probs = probabilities(logits, self.model.temperature)
         faces = [FaceResult(float(p), tuple(map(int, c.box[:4])) if c.box is not None else None, c.image, m)
                  for p, c, m in zip(probs, found, maps)]

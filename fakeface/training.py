@@ -2,6 +2,10 @@
 
 One code path for CPU and CUDA: on CUDA the forward runs under bf16 autocast with channels_last tensors.
 Targets are is_fake (1 - dataset label), matching the model's single "fake" logit.
+
+One code path for one process and many: under torchrun (see distributed.py) the model is wrapped in
+DistributedDataParallel, each rank trains on its share of every batch (`batch_size` is the global batch), losses
+and validation predictions are gathered from all ranks, and only rank 0 writes the log and checkpoints.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from torch import nn
 from torchvision.ops import sigmoid_focal_loss
 from tqdm.auto import tqdm
 
+from . import distributed
 from .errors import FakefaceError
 
 
@@ -118,6 +123,31 @@ def _batch_to(batch, device, channels_last: bool):
     return x, y.to(device, dtype=torch.float32)
 
 
+def _load_checkpoint(path: Path, resume: bool):
+    """Rank 0 reads the checkpoint and hands it to every rank, so the other nodes need not share its disk."""
+    ckpt = None
+    if resume and distributed.world().is_main and path.exists():
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain values only
+    return distributed.broadcast_object(ckpt)
+
+
+def _rank_share_loader(dataset, batch_size: int, num_workers: int):
+    """A loader over this rank's share of an evaluation set; `_gathered_logits` reassembles the whole."""
+    w = distributed.world()
+    if w.distributed:
+        dataset = torch.utils.data.Subset(dataset, distributed.shard(range(len(dataset)), w.rank, w.world_size))
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+
+
+def _gathered_logits(model, loader, device) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and targets of the whole set, in order and identical on every rank (each scored its share)."""
+    if len(loader.dataset):
+        logits, fake = predict_logits(model, loader, device)
+    else:  # fewer images than ranks
+        logits, fake = np.zeros(0, np.float32), np.zeros(0, np.float32)
+    return distributed.gather_shards(logits), distributed.gather_shards(fake)
+
+
 @torch.no_grad()
 def predict_logits(model, loader, device=None) -> tuple[np.ndarray, np.ndarray]:
     """Raw logits and is_fake targets for a whole loader (eval mode)."""
@@ -134,15 +164,23 @@ def predict_logits(model, loader, device=None) -> tuple[np.ndarray, np.ndarray]:
 
 
 def fit(model: nn.Module, train_set, val_set, config: TrainConfig, out_dir: str | Path,
-        resume: bool = True, sampler_factory=None, is_main: bool = True) -> dict:
+        resume: bool = True, sampler_factory=None, is_main: bool | None = None) -> dict:
     """Train `model` in place; keep the best weights (lowest validation loss). Returns a summary dict.
 
     `train_set`/`val_set` yield (input, is_fake). Each epoch reseeds every RNG from (seed, epoch), so a run
     resumed from its last end-of-epoch checkpoint repeats exactly what an uninterrupted run would have done.
-    `sampler_factory(dataset, epoch)` lets distributed training plug in a DistributedSampler.
+    `sampler_factory(dataset, epoch)` picks each epoch's training items for this rank (default:
+    `distributed.epoch_sampler`, which makes N processes train exactly like one). `is_main` (default: rank 0)
+    is the process that prints and writes files.
     """
     from .evaluation import ranking_metrics
 
+    w = distributed.world()
+    is_main = w.is_main if is_main is None else is_main
+    if config.batch_size % w.world_size:
+        raise FakefaceError(f"batch size {config.batch_size} is the global batch: it must be divisible by the "
+                            f"{w.world_size} processes.")
+    rank_batch = config.batch_size // w.world_size
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path, log_path = out_dir / "checkpoint.pt", out_dir / "train_log.jsonl"
@@ -151,17 +189,19 @@ def fit(model: nn.Module, train_set, val_set, config: TrainConfig, out_dir: str 
     model.to(device)
     if cuda:
         model.to(memory_format=torch.channels_last)
+    trained = distributed.wrap(model, device)  # DDP when distributed: its backward averages gradients
+    model = distributed.unwrap(trained)  # evaluation and checkpoints use the plain module
     criterion = loss_fn(config)
-    val_loader = torch.utils.data.DataLoader(val_set, batch_size=max(config.batch_size, 64), shuffle=False,
-                                             num_workers=config.num_workers)
+    val_loader = _rank_share_loader(val_set, max(config.batch_size, 64), config.num_workers)
+    sampler_factory = sampler_factory or distributed.epoch_sampler(config.seed * 1000)
     steps = math.ceil(len(train_set) / config.batch_size)
     if config.max_steps_per_epoch:
         steps = min(steps, config.max_steps_per_epoch)
     optimizer, scheduler = _make_optimizer(model, config, steps)
 
     state = {"epoch": 0, "best_loss": float("inf"), "best_epoch": -1, "bad_epochs": 0, "best_model": None}
-    if resume and ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)  # tensors and plain values only
+    ckpt = _load_checkpoint(ckpt_path, resume)
+    if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
@@ -174,14 +214,16 @@ def fit(model: nn.Module, train_set, val_set, config: TrainConfig, out_dir: str 
     start = time.perf_counter()
     images_seen = 0
     for epoch in range(state["epoch"], config.epochs):
-        seed_everything(config.seed * 1000 + epoch)
-        generator = torch.Generator().manual_seed(config.seed * 1000 + epoch)
-        sampler = sampler_factory(train_set, epoch) if sampler_factory else None
+        # Offset by rank so ranks draw different augmentations and dropout masks for their different images.
+        seed = config.seed * 1000 + epoch + 7919 * w.rank
+        seed_everything(seed)
+        generator = torch.Generator().manual_seed(seed)
+        sampler = sampler_factory(train_set, epoch)
         loader = torch.utils.data.DataLoader(
-            train_set, batch_size=config.batch_size, shuffle=sampler is None, sampler=sampler,
+            train_set, batch_size=rank_batch, shuffle=sampler is None, sampler=sampler,
             generator=generator, num_workers=config.num_workers, drop_last=len(train_set) > config.batch_size,
             persistent_workers=False, pin_memory=cuda)
-        model.train()
+        trained.train()
         total, count, epoch_start = 0.0, 0, time.perf_counter()
         bar = tqdm(loader, total=steps, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, disable=not is_main)
         for step, batch in enumerate(bar):
@@ -189,7 +231,7 @@ def fit(model: nn.Module, train_set, val_set, config: TrainConfig, out_dir: str 
                 break
             x, y = _batch_to(batch, device, cuda)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-                logits = model(x)
+                logits = trained(x)
             loss = criterion(logits.float(), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -197,10 +239,11 @@ def fit(model: nn.Module, train_set, val_set, config: TrainConfig, out_dir: str 
             total += loss.item() * len(y)
             count += len(y)
             bar.set_postfix(loss=f"{total / count:.4f}")
+        total, count = distributed.sum_across([total, count], device)  # the epoch's loss over all ranks
         images_seen += count
         train_seconds = time.perf_counter() - epoch_start
 
-        val_logits, val_fake = predict_logits(model, val_loader, device)
+        val_logits, val_fake = _gathered_logits(model, val_loader, device)
         val_loss = float(criterion(torch.from_numpy(val_logits), torch.from_numpy(val_fake)))
         ranking = ranking_metrics(val_fake, 1 / (1 + np.exp(-val_logits)))
         if config.scheduler == "plateau":
@@ -232,7 +275,7 @@ def fit(model: nn.Module, train_set, val_set, config: TrainConfig, out_dir: str 
     model.eval()
     elapsed = time.perf_counter() - start
     return {"best_epoch": state["best_epoch"] + 1, "best_val_loss": state["best_loss"], "epochs_run": state["epoch"],
-            "images_per_s": images_seen / elapsed if images_seen else None}
+            "images_per_s": images_seen / elapsed if images_seen else None, "processes": w.world_size}
 
 
 def with_overrides(config: TrainConfig, **kw) -> TrainConfig:

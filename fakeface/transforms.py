@@ -75,3 +75,20 @@ def train_transform(size: int, mean, std, robust: bool = False) -> v2.Compose:
 def eval_transform(size: int, mean, std) -> v2.Compose:
     """What serving uses: resize the (face-cropped) image to the model's square input."""
     return v2.Compose([v2.Resize((size, size), antialias=True)] + _to_tensor(mean, std))
+
+
+def degrade(image: Image.Image, spec: str, key: str = "") -> Image.Image:
+    """A named, deterministic degradation of a whole decoded image, as an upload might suffer:
+    "jpeg:75" re-encodes at quality 75; "jpeg:random" at a quality in 60-95 fixed by `key` (e.g. the image's
+    hash), so cached features stay valid; "resize:0.5" keeps a half-size copy."""
+    kind, _, arg = spec.partition(":")
+    if kind == "jpeg":
+        quality = 60 + int(key[:8] or "0", 16) % 36 if arg == "random" else int(arg)
+        buf = io.BytesIO()
+        image.convert("RGB").save(buf, "JPEG", quality=quality)
+        buf.seek(0)
+        return Image.open(buf).convert("RGB")
+    if kind == "resize":
+        s = float(arg)
+        return image.resize((max(1, round(image.width * s)), max(1, round(image.height * s))), Image.BICUBIC)
+    raise ValueError(f"unknown degradation {spec!r}: use jpeg:Q, jpeg:random or resize:S")
