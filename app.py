@@ -24,9 +24,9 @@ from PIL import Image
 
 from fakeface.errors import FakefaceError
 from fakeface.predictor import Prediction, Predictor
-from fakeface.serving import (BATCH_COLUMNS, MAX_BATCH_BYTES, MAX_BATCH_FILES, REST_PATH, delete_uploads,
-                              heatmap_overlay, predict_batch_rows, read_batch, rest_router, verdict_text,
-                              write_csv)
+from fakeface.serving import (BATCH_COLUMNS, BATCH_TIME_LIMIT_S, MAX_BATCH_BYTES, MAX_BATCH_FILES, REST_MAX_BODY,
+                              REST_PATH, BodyLimit, UploadClaims, UploadTracker, heatmap_overlay,
+                              predict_batch_rows, read_batch, rest_router, verdict_text, write_csv)
 
 log = logging.getLogger("fakeface.app")
 
@@ -35,6 +35,12 @@ EXAMPLE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 QUEUE_MAX_SIZE = 16  # waiting events beyond this get an immediate "queue full" answer
 MODEL_CONCURRENCY = 1  # model calls at once from the page/API; a CPU Space gains nothing from more
 MAX_UPLOAD = MAX_BATCH_BYTES  # a zip may be this big; single images are held to images.MAX_FILE_BYTES
+# Whole request bodies: an upload request may carry many files, so their sum is capped too (see BodyLimit).
+UPLOAD_PATHS = ("/gradio_api/upload", "/gradio_api/process_recording")
+MAX_UPLOAD_REQUEST = MAX_UPLOAD + 1024 * 1024  # one batch's worth plus multipart overhead
+MAX_OTHER_BODY = 16 * 1024 * 1024  # JSON event payloads carry file references, never the files
+# One per process, like Gradio's upload folder: counts uploads so that a file is deleted after its last use.
+UPLOADS = UploadTracker()
 
 HEATMAP_NOTE = (
     "**What the heat map shows:** where in this face crop the model found the evidence for its score: red "
@@ -135,7 +141,11 @@ def checked_threshold(value) -> float | None:
 def classify_upload(predictor: Predictor, path: str, threshold, heatmap: bool) -> Prediction:
     threshold = checked_threshold(threshold)
     # A file object makes load_image name the file by its base name in messages, not by its server path.
-    with open(path, "rb") as f:
+    try:
+        f = open(path, "rb")
+    except OSError:  # swept from the cache, or deleted after an identical upload was used
+        raise FakefaceError("the upload is no longer available; upload the image again.") from None
+    with f:
         return predictor.predict_file(f, threshold=threshold, heatmap=heatmap)
 
 
@@ -192,8 +202,13 @@ def _failure(message: str):
     return None, f"**Could not analyse this image.** {message}", None, gr.update(value=None, visible=False)
 
 
-def predict_label(predictor: Predictor, path: str | None, threshold: float | None) -> dict:
-    """The /predict API: only the label (headline REAL or FAKE, confidences for both)."""
+def predict_label(predictor: Predictor, path: str | None, threshold: float | None, keep=()) -> dict:
+    """The /predict API: only the label (headline REAL or FAKE, confidences for both).
+
+    The upload is deleted after its last use (except files in `keep`, see analyse_batch): an API call, unlike
+    the page, never comes back for the same file. (/analyse keeps it: the page re-analyses it when the threshold moves;
+    Gradio's delete_cache sweeps it later.)
+    """
     if not path:
         raise gr.Error("No image was given.")
     try:
@@ -203,6 +218,8 @@ def predict_label(predictor: Predictor, path: str | None, threshold: float | Non
     except Exception:
         log.exception("prediction failed")
         raise gr.Error("Something went wrong while analysing this image; it has been logged.") from None
+    finally:
+        UPLOADS.release([path], get_upload_folder(), keep)
     return label_value(pred, pred.label)
 
 
@@ -211,20 +228,26 @@ def predict_label(predictor: Predictor, path: str | None, threshold: float | Non
 
 def analyse_batch(predictor: Predictor, paths: list[str] | None, threshold: float | None, keep=(),
                   progress=None):
-    """(table, CSV file, summary) for uploaded images and zips; the uploads are deleted afterwards, except
-    the files in `keep` (Gradio's cached examples, which an identical upload shares)."""
+    """(table, CSV file, summary) for uploaded images and zips; the uploads are deleted after their last use,
+    except the files in `keep` (Gradio's cached examples, which an identical upload shares)."""
     empty = pd.DataFrame(columns=BATCH_COLUMNS)
     if not paths:
         return empty, None, "Upload images or a .zip of images first."
     try:
         threshold = checked_threshold(threshold)
         report = (lambda done, total: progress((done, total), desc="Analysing", unit="files")) if progress else None
-        rows = predict_batch_rows(predictor, read_batch(paths), threshold, on_progress=report)
+        rows = predict_batch_rows(predictor, read_batch(paths), threshold, on_progress=report,
+                                  time_limit_s=BATCH_TIME_LIMIT_S)
     except FakefaceError as exc:
         gr.Warning(str(exc))
         return empty, None, f"**Batch refused.** {exc}"
+    except Exception:  # a bug of ours: the user gets a sentence, the log gets the traceback
+        log.exception("batch failed")
+        message = "Something went wrong while reading this batch; it has been logged."
+        gr.Warning(message)
+        return empty, None, f"**Batch failed.** {message}"
     finally:
-        delete_uploads(paths, get_upload_folder(), keep)
+        UPLOADS.release(paths, get_upload_folder(), keep)
     table = pd.DataFrame(rows, columns=BATCH_COLUMNS).astype(object).fillna("")
     return table, str(write_csv(rows)), batch_summary(rows)
 
@@ -292,7 +315,7 @@ def build_demo(predictor: Predictor) -> gr.Blocks:
             return analyse(predictor, upload_path(image), threshold)
 
         def predict(image, threshold):
-            return predict_label(predictor, upload_path(image), threshold)
+            return predict_label(predictor, upload_path(image), threshold, keep=files_to_keep(demo))
 
         def predict_batch(files, threshold, progress=gr.Progress()):
             paths = [upload_path(f) for f in files or []]
@@ -321,6 +344,10 @@ def create_app(predictor: Predictor, demo: gr.Blocks | None = None) -> FastAPI:
     app = FastAPI(title="fakeface", docs_url="/api/v1/docs", redoc_url=None, openapi_url="/api/v1/openapi.json")
     source = predictor.source.describe() if predictor.source else "in-memory model"
     app.include_router(rest_router(predictor, model_name=source))
+    # The REST route counts a chunked body itself; every other body must declare its size.
+    limits = {REST_PATH: REST_MAX_BODY, **{path: MAX_UPLOAD_REQUEST for path in UPLOAD_PATHS}}
+    app.add_middleware(BodyLimit, limits=limits, default=MAX_OTHER_BODY, counted=(REST_PATH,))
+    app.add_middleware(UploadClaims, path=UPLOAD_PATHS[0], tracker=UPLOADS)
     return gr.mount_gradio_app(app, demo, path="/", max_file_size=MAX_UPLOAD, footer_links=["api", "gradio"],
                                server_name=_host(), server_port=_port())
 

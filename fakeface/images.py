@@ -74,6 +74,8 @@ def load_image(source: ImageSource) -> Image.Image:
     check_file_size(len(data), name)
     with _open_header(data, name) as im:
         check_pixel_count(im.width, im.height, name)
+        if im.format == "PNG":
+            _verify_png(data, name)
         _decode(im, name)
         upright = _exif_upright(im)
         return _to_rgb(upright)
@@ -119,6 +121,9 @@ def _open_header(data: bytes, name: str) -> ImageFile.ImageFile:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise _too_large_from_pillow(exc, name) from None
     except UnidentifiedImageError:
+        kind = _signature_format(data)
+        if kind:  # Pillow hides a plugin's parse error behind "cannot identify": say what it really is
+            raise _corrupt(name, f"its {kind} header cannot be read") from None
         raise FakefaceError(
             _at(name) + f"not an image, or not in a supported format ({_SUPPORTED_TEXT})."
         ) from None
@@ -130,6 +135,27 @@ def _open_header(data: bytes, name: str) -> ImageFile.ImageFile:
     return im
 
 
+# Leading bytes of the accepted formats, to tell "broken PNG" from "not an image at all".
+_SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF87a", "GIF"), (b"GIF89a", "GIF"),
+               (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"))
+
+
+def _signature_format(data: bytes) -> str | None:
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WebP"
+    return next((kind for magic, kind in _SIGNATURES if data.startswith(magic)), None)
+
+
+def _verify_png(data: bytes, name: str) -> None:
+    """Check every chunk checksum up to IEND. Pillow checks those before the pixels only, so a PNG damaged in its
+    image data (bad IDAT CRC) would otherwise decode into whatever the damaged bytes say, as libpng would not."""
+    try:
+        with Image.open(io.BytesIO(data), formats=("PNG",)) as im:
+            im.verify()
+    except Exception as exc:  # SyntaxError (bad CRC), OSError/EOFError (truncated)
+        raise _corrupt(name, exc) from None
+
+
 def _too_large_from_pillow(exc: Exception, name: str) -> FakefaceError:
     # Pillow's message carries the pixel count but not the dimensions.
     match = re.search(r"\((\d+) pixels\)", str(exc))
@@ -139,7 +165,7 @@ def _too_large_from_pillow(exc: Exception, name: str) -> FakefaceError:
     )
 
 
-def _corrupt(name: str, exc: Exception) -> FakefaceError:
+def _corrupt(name: str, exc: Exception | str) -> FakefaceError:
     return FakefaceError(_at(name) + f"image is truncated or corrupt ({exc}). Re-export or re-download it.")
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+
+import numpy as np
 from dataclasses import asdict
 from pathlib import Path
 
@@ -36,6 +38,8 @@ or `fakeface predict face.jpg --model {{ model_id }}`.
 {{ results_table }}
 
 Decision threshold (chosen on validation, never on test): {{ threshold }}; temperature: {{ temperature }}.
+
+{{ robustness }}
 
 {{ extra_sections }}
 
@@ -89,6 +93,33 @@ def _results_table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+def _robustness_table(metrics: dict) -> str:
+    rob = metrics.get("robustness")
+    if not rob:
+        return ""
+    names = {"jpeg:75": "re-saved as JPEG quality 75", "jpeg:50": "re-saved as JPEG quality 50",
+             "resize:0.5": "down-scaled to half size"}
+    lines = ["## Robustness (the same test images, degraded)", "",
+             "| test images | ROC AUC | balanced accuracy | verdicts flipped vs clean |", "|---|---|---|---|"]
+    for spec, m in rob.items():
+        lines.append(f"| {names.get(spec, spec)} | {m['roc_auc']:.3f} | {m['balanced_accuracy']:.3f} | "
+                     f"{m['verdict_flips']} of {m['n']} |")
+    return "\n".join(lines)
+
+
+def crossval_table(summaries: dict[str, dict]) -> str:
+    """Rows of mean +- std over folds, one per recipe (name -> crossval.json content)."""
+    lines = ["| recipe | folds | ROC AUC | balanced accuracy | ECE | easy / mid / hard AUC |", "|---|---|---|---|---|---|"]
+    for name, cv in summaries.items():
+        def ms(key):
+            return f"{cv[key]['mean']:.3f} ± {cv[key]['std']:.3f}"
+
+        groups = [np.mean([f["groups"].get(g, np.nan) for f in cv["folds"]]) for g in ("easy", "mid", "hard")]
+        lines.append(f"| {name} | {len(cv['folds'])} | {ms('roc_auc')} | {ms('balanced_accuracy')} | {ms('ece')} | "
+                     + " / ".join(f"{g:.3f}" for g in groups) + " |")
+    return "\n".join(lines)
+
+
 def write_model_card(model_dir, model, metrics: dict, config, data_source: str, model_id: str = "MODEL_DIR",
                      extra_sections: str = "", data_text: str | None = None) -> Path:
     """Write README.md with YAML metadata (model-index eval results) and the figures above."""
@@ -103,7 +134,7 @@ def write_model_card(model_dir, model, metrics: dict, config, data_source: str, 
     card = ModelCard.from_template(
         card_data, template_str=TEMPLATE, arch=model.arch, model_id=model_id,
         data_text=data_text or f"Trained on `{data_source}`.", results_table=_results_table(metrics),
-        threshold=f"{model.threshold:.4f}", temperature=f"{model.temperature:.4f}", extra_sections=extra_sections,
+        threshold=f"{model.threshold:.4f}", robustness=_robustness_table(metrics), temperature=f"{model.temperature:.4f}", extra_sections=extra_sections,
         config_json=json.dumps(asdict(config), indent=2))
     path = Path(model_dir) / "README.md"
     card.save(path)

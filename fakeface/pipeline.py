@@ -80,13 +80,15 @@ def is_fake(ds: datasets.Dataset) -> np.ndarray:
 class CroppedImages(torch.utils.data.Dataset):
     """(tensor, is_fake) pairs for the pixel family; faces are detected once, up front, not every epoch."""
 
-    def __init__(self, ds: datasets.Dataset, transform, detector: FaceDetector | None):
-        self.ds, self.transform = ds, transform
-        self.boxes = []
-        for item in ds:
-            crops = face_crops(load_image(_image_source(item)), detector)
-            self.boxes.append(crops[0].box)
+    def __init__(self, ds: datasets.Dataset, transform, detector: FaceDetector | None,
+                 degradation: str | None = None):
+        self.ds, self.transform, self.degradation = ds, transform, degradation
+        self.boxes = [face_crops(self._image(i), detector)[0].box for i in range(len(ds))]
         self.targets = is_fake(ds)
+
+    def _image(self, i):
+        image = load_image(_image_source(self.ds[i]))
+        return degrade(image, self.degradation, str(i)) if self.degradation else image
 
     def __len__(self):
         return len(self.ds)
@@ -94,7 +96,7 @@ class CroppedImages(torch.utils.data.Dataset):
     def __getitem__(self, i):
         from .faces import crop_face
 
-        image = load_image(_image_source(self.ds[i]))
+        image = self._image(i)
         if self.boxes[i] is not None:
             image = crop_face(image, self.boxes[i])
         return self.transform(image), torch.tensor(self.targets[i])
@@ -149,10 +151,12 @@ def _cached_features(ds: datasets.Dataset, dim: int, cache: Path, featurizer, de
     return out
 
 
-def model_inputs(model: FakeFaceModel, config: TrainConfig, ds, train: bool, detector, cache_dir=None):
-    """A torch Dataset of (input, is_fake): cached features, or cropped and transformed images."""
+def model_inputs(model: FakeFaceModel, config: TrainConfig, ds, train: bool, detector, cache_dir=None,
+                 degradation: str | None = None):
+    """A torch Dataset of (input, is_fake): cached features, or cropped and transformed images.
+    `degradation` (see transforms.degrade) evaluates on re-compressed or re-sized copies."""
     if model.family == "features":
-        feats, targets = featurize(ds, model, detector, cache_dir), is_fake(ds)
+        feats, targets = featurize(ds, model, detector, cache_dir, degradation=degradation), is_fake(ds)
         if train and config.robust_augmentation:
             # one JPEG re-encoded copy of each training image (quality 60-95): uploads arrive re-compressed,
             # and about a quarter of ciplab's fakes carry JPEG tables no real photo has (a shortcut to unlearn)
@@ -162,7 +166,7 @@ def model_inputs(model: FakeFaceModel, config: TrainConfig, ds, train: bool, det
     size = model.input_size
     transform = (train_transform(size, model.mean, model.std, robust=config.robust_augmentation) if train
                  else eval_transform(size, model.mean, model.std))
-    return CroppedImages(ds, transform, detector)
+    return CroppedImages(ds, transform, detector, degradation)
 
 
 # ------------------------------------------------------------------------------------------------ train
@@ -191,9 +195,10 @@ def train_model(config: TrainConfig, train_ds, val_ds, out_dir, detector, cache_
     return model, summary
 
 
-def evaluate_split(model: FakeFaceModel, config: TrainConfig, ds, detector, cache_dir=None, threshold=None):
+def evaluate_split(model: FakeFaceModel, config: TrainConfig, ds, detector, cache_dir=None, threshold=None,
+                   degradation: str | None = None):
     """Metrics of a model on a labelled split (per difficulty when the data has it)."""
-    inputs = model_inputs(model, config, ds, False, detector, cache_dir)
+    inputs = model_inputs(model, config, ds, False, detector, cache_dir, degradation)
     logits, fake = predict_logits(model, torch.utils.data.DataLoader(inputs, batch_size=64))
     probs = probabilities(logits, model.temperature)
     threshold = model.threshold if threshold is None else threshold
@@ -222,6 +227,7 @@ def train_evaluate_save(source: str, output_dir: str | Path, config: TrainConfig
         print(f"data: {len(train_ds)} train, {len(val_ds)} validation, {len(test_ds)} test images")
     model, fit_summary = train_model(config, train_ds, val_ds, output_dir / "run", detector, cache_dir)
     metrics, fake, probs = evaluate_split(model, config, test_ds, detector, cache_dir)
+    metrics["robustness"] = robustness(model, config, test_ds, detector, probs, cache_dir)
     if not is_main:
         return {"test": _headline(metrics), "training": fit_summary}
     metrics["training"] = {**fit_summary, "config": asdict(config), "data": source, "revision": revision,
@@ -239,6 +245,23 @@ def train_evaluate_save(source: str, output_dir: str | Path, config: TrainConfig
 
         summary["pushed"] = {"repo_id": push_to_hub, "commit": push_model_folder(model_dir, push_to_hub)}
     return summary
+
+
+ROBUSTNESS_CHECKS = ("jpeg:75", "jpeg:50", "resize:0.5")
+
+
+def robustness(model, config, ds, detector, clean_probs, cache_dir=None, checks=ROBUSTNESS_CHECKS) -> dict:
+    """The test split re-saved as JPEG q75/q50 and at half size: AUC, balanced accuracy, and how many
+    verdicts flip against the clean images at the model's threshold."""
+    out = {}
+    clean_fake = clean_probs >= model.threshold
+    for spec in checks:
+        metrics, _, probs = evaluate_split(model, config, ds, detector, cache_dir, degradation=spec)
+        flips = int(((probs >= model.threshold) != clean_fake).sum())
+        out[spec] = {"roc_auc": metrics["ranking"]["roc_auc"],
+                     "balanced_accuracy": metrics["classification"]["balanced_accuracy"],
+                     "verdict_flips": flips, "n": len(probs)}
+    return out
 
 
 def _headline(metrics: dict) -> dict:

@@ -79,21 +79,27 @@ class Predictor:
     @property
     def featurizer(self):
         """The frozen-backbone featurizer, built once (it opens the ONNX backbone)."""
-        if self._featurizer is None:
-            from .clip_backbone import ClipOnnxEncoder, locate_clip_onnx
-            from .clip_features import ClipFeaturizer
-
-            hub_repo = self.source.location if self.source and self.source.kind == "hub" else None
-            revision = self.source.revision if self.source else None
-            encoder = ClipOnnxEncoder(locate_clip_onnx(hub_repo, revision))
-            self._featurizer = ClipFeaturizer(self.model.recipe, encoder)
+        with self._lock:  # concurrent first requests must not open the backbone twice
+            if self._featurizer is None:
+                self._featurizer = self._build_featurizer()
         return self._featurizer
+
+    def _build_featurizer(self):
+        from .clip_backbone import ClipOnnxEncoder, locate_clip_onnx
+        from .clip_features import ClipFeaturizer
+        from .hub import DEFAULT_HUB_REPO
+
+        # The backbone file: installed package, else the model's own Hub repo (the Space's way), else ours.
+        hub_repo = self.source.location if self.source and self.source.kind == "hub" else DEFAULT_HUB_REPO
+        revision = self.source.revision if self.source and self.source.kind == "hub" else None
+        return ClipFeaturizer(self.model.recipe, ClipOnnxEncoder(locate_clip_onnx(hub_repo, revision)))
 
     @property
     def transform(self):
-        if self._transform is None:
-            m = self.model
-            self._transform = eval_transform(m.input_size, m.mean, m.std)
+        with self._lock:
+            if self._transform is None:
+                m = self.model
+                self._transform = eval_transform(m.input_size, m.mean, m.std)
         return self._transform
 
     def crops(self, image: Image.Image):

@@ -6,12 +6,16 @@ Nothing here knows about Gradio, so the limits and the REST contract can be test
 
 from __future__ import annotations
 
+import asyncio
 import csv
+import json
 import logging
 import stat
 import tempfile
+import threading
 import time
 import zipfile
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -31,6 +35,7 @@ log = logging.getLogger(__name__)
 MAX_BATCH_FILES = 64  # images per batch, whether uploaded one by one or inside zips
 MAX_BATCH_BYTES = 200 * 1024 * 1024  # uncompressed bytes per batch, all images together
 MAX_ZIP_ENTRIES = 1000  # names listed in one zip; more is refused before anything is read
+BATCH_TIME_LIMIT_S = 600.0  # files not started by then are reported as not analysed
 _READ_CHUNK = 1024 * 1024
 
 BATCH_COLUMNS = ["file", "faces", "fake_prob", "verdict", "note"]
@@ -189,27 +194,39 @@ def printable(name: str, limit: int = 200) -> str:
 
 
 def predict_batch_rows(predictor: Predictor, items: list[BatchItem], threshold: float | None = None,
-                       on_progress=None) -> list[dict]:
+                       on_progress=None, time_limit_s: float | None = None) -> list[dict]:
     """One row per item (see BATCH_COLUMNS); a file that fails gets its message, the others go on.
 
-    `on_progress(done, total)` is called before each item, for a progress bar.
+    `on_progress(done, total)` is called before each item, for a progress bar. Past `time_limit_s` the items
+    not yet started are listed as not analysed, so one slow batch cannot hold the model for ever.
     """
+    deadline = None if time_limit_s is None else time.monotonic() + time_limit_s
     rows = []
     for done, item in enumerate(items):
         if on_progress is not None:
             on_progress(done, len(items))
+        if deadline is not None and time.monotonic() > deadline:
+            rows.append(_error_row(item.name, f"{item.name}: not analysed; the batch ran past its "
+                                              f"{time_limit_s:.0f} s time limit. Send it in a smaller batch."))
+            continue
         rows.append(_row(predictor, item, threshold))
     return rows
 
 
+def _error_row(name: str, note: str) -> dict:
+    return {"file": name, "faces": None, "fake_prob": None, "verdict": "error", "note": note}
+
+
 def _row(predictor: Predictor, item: BatchItem, threshold: float | None) -> dict:
     if item.error is not None:
-        return {"file": item.name, "faces": None, "fake_prob": None, "verdict": "error", "note": item.error}
+        return _error_row(item.name, item.error)
     try:
         pred = predictor.predict_file(item.data, threshold=threshold, heatmap=False)
     except FakefaceError as exc:
-        return {"file": item.name, "faces": None, "fake_prob": None, "verdict": "error",
-                "note": f"{item.name}: {exc}"}
+        return _error_row(item.name, f"{item.name}: {exc}")
+    except Exception:  # a bug of ours must not cost the other rows their results
+        log.exception("batch prediction failed for %r", item.name)
+        return _error_row(item.name, f"{item.name}: internal error while classifying; it has been logged.")
     note = "" if pred.face_found else "no face found: whole image classified"
     return {"file": item.name, "faces": face_count(pred), "fake_prob": round(pred.fake_prob, 4),
             "verdict": verdict_text(pred), "note": note}
@@ -268,6 +285,84 @@ def delete_uploads(paths: list[str | Path], upload_root: str | Path, keep=()) ->
             pass  # not empty, or gone
 
 
+class UploadTracker:
+    """Deletes an uploaded file after its last use, not its first.
+
+    Gradio stores an upload under a hash of its content, by its name: two identical uploads (the same photo
+    sent twice at once) share one path, and deleting it after the first event would pull it from under the
+    second. So each upload the upload route hands out is counted (`claim`, see UploadClaims), each event gives
+    its files back (`release`), and a file goes when no upload of it is left unused. Files that are never
+    released (the page keeps its image to re-analyse it) are left to Gradio's delete_cache.
+    """
+
+    _PRUNE_AT = 10_000  # entries; past this, those whose files are gone are dropped
+
+    def __init__(self):
+        self._counts: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def claim(self, paths) -> None:
+        with self._lock:
+            for path in paths:
+                key = str(Path(path).resolve())
+                self._counts[key] = self._counts.get(key, 0) + 1
+            if len(self._counts) > self._PRUNE_AT:
+                self._counts = {k: n for k, n in self._counts.items() if Path(k).exists()}
+
+    def pending(self, path) -> int:
+        return self._counts.get(str(Path(path).resolve()), 0)
+
+    def release(self, paths, upload_root: str | Path, keep=()) -> None:
+        """Give back one use of each path; delete (within `upload_root`, not in `keep`) those none is waiting for."""
+        with self._lock:  # held while deleting, so a claim cannot land between the count and the unlink
+            done = []
+            for path in paths:
+                key = str(Path(path).resolve())
+                left = self._counts.pop(key, 0) - 1
+                if left > 0:
+                    self._counts[key] = left
+                else:
+                    done.append(path)
+            delete_uploads(done, upload_root, keep)
+
+
+class UploadClaims:
+    """ASGI middleware: counts, in an UploadTracker, the paths the upload route (`path`) hands back.
+
+    The count is taken before the reply is passed on, so no client can start an event with a path not yet
+    counted. (Gradio moves the file in place just before replying: a release in that instant can still win.)
+    """
+
+    def __init__(self, app, path: str, tracker: UploadTracker):
+        self.app, self.path, self.tracker = app, path, tracker
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != self.path:
+            await self.app(scope, receive, send)
+            return
+        status, body = 0, bytearray()
+
+        async def counting_send(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body" and status == 200:
+                body.extend(message.get("body", b""))
+                if not message.get("more_body", False):
+                    self._claim(bytes(body))
+            await send(message)
+
+        await self.app(scope, receive, counting_send)
+
+    def _claim(self, body: bytes) -> None:
+        try:
+            paths = json.loads(body)
+        except ValueError:
+            return
+        if isinstance(paths, list):
+            self.tracker.claim(p for p in paths if isinstance(p, str))
+
+
 # ------------------------------------------------------------------------------------------------ heat map
 
 _TOWARDS_FAKE = np.array([220, 40, 40], dtype=np.float32)
@@ -299,11 +394,14 @@ def heatmap_overlay(crop: Image.Image, heatmap: np.ndarray, side: int = 384, str
 REST_PATH = "/api/v1/predict"
 REST_CONCURRENCY = 2  # model calls at once from the REST route (the Gradio queue limits its own)
 REST_MAX_WAITING = 16  # requests waiting beyond this get a prompt 503 instead of a long wait
+REST_TIME_LIMIT_S = 60.0  # a request not answered by then gets 503 (still queued) or 504 (still computing)
+RETRY_AFTER_S = 5
 _FORM_OVERHEAD = 64 * 1024  # multipart headers and the threshold field on top of the image itself
+REST_MAX_BODY = MAX_FILE_BYTES + _FORM_OVERHEAD
 
 
 def error_response(status: int, message: str, **extra) -> JSONResponse:
-    headers = {"Retry-After": "5"} if status == 503 else None
+    headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
     return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
 
 
@@ -311,43 +409,160 @@ def _status_for(exc: FakefaceError) -> int:
     return 413 if isinstance(exc, TooLargeError) else 400
 
 
+class ModelGate:
+    """Admission for model calls made from async code: `slots` run at once on a thread pool, `waiting` more may
+    queue, and anyone beyond that is told "busy" at once (so overload costs no memory).
+
+    A place is taken before the request body is read and is given back only when the work has really ended: a
+    request that gave up waiting (time limit) leaves its computation running, and that computation still
+    counts, so abandoned work cannot pile up behind the limit.
+    """
+
+    def __init__(self, slots: int, waiting: int):
+        self.capacity = slots + waiting
+        self._pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="fakeface-model")
+        self._lock = threading.Lock()
+        self.held = 0
+
+    def try_enter(self) -> bool:
+        with self._lock:
+            if self.held >= self.capacity:
+                return False
+            self.held += 1
+            return True
+
+    def leave(self) -> None:
+        with self._lock:
+            self.held -= 1
+
+    def run(self, fn) -> Future:
+        """Run fn on the pool; the caller's place passes to the work and is given back when it ends (or is
+        cancelled before it started)."""
+        future = self._pool.submit(fn)
+        future.add_done_callback(lambda _: self.leave())
+        return future
+
+
 def rest_router(predictor: Predictor, model_name: str = "") -> APIRouter:
-    """`POST /api/v1/predict`: multipart `file` (+ optional `threshold`) -> JSON; 4xx JSON for bad input."""
+    """`POST /api/v1/predict`: multipart `file` (+ optional `threshold`) -> JSON; 4xx JSON for bad input,
+    503 + Retry-After when busy, 504 past the time limit. Any other form field (a model id, a path) is ignored:
+    the model is the server's, chosen at start."""
     router = APIRouter()
-    limiter = anyio.CapacityLimiter(REST_CONCURRENCY)
+    gate = ModelGate(REST_CONCURRENCY, REST_MAX_WAITING)
+    time_limit = REST_TIME_LIMIT_S
 
     @router.post(REST_PATH, openapi_extra=_OPENAPI_BODY, summary="Classify one image as REAL or FAKE")
     async def predict(request: Request):
         declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > MAX_FILE_BYTES + _FORM_OVERHEAD:
+        if declared.isdigit() and int(declared) > REST_MAX_BODY:
             return error_response(413, f"file too large (limit {MAX_FILE_BYTES} bytes).")
+        if not gate.try_enter():
+            return error_response(503, "the server is busy; retry in a few seconds.")
+        handed_over = False  # once the work is submitted, its end gives the place back
+        work: Future | None = None
+        filename = ""
         try:
-            form = await request.form(max_files=1, max_fields=8)
-        except Exception:  # noqa: BLE001 - any parse failure is the client's body, not our bug
-            return error_response(400, "send the image as multipart/form-data in a field named 'file'.")
+            with anyio.fail_after(time_limit):
+                body = await _read_body(request, REST_MAX_BODY)
+                if body is None:
+                    return error_response(413, f"file too large (limit {MAX_FILE_BYTES} bytes).")
+                parsed = await _parse_form(request, body)
+                if isinstance(parsed, JSONResponse):
+                    return parsed
+                filename, data, threshold = parsed
+                try:
+                    check_file_size(len(data))  # the name is in the reply already
+                except FakefaceError as exc:
+                    return error_response(_status_for(exc), str(exc), filename=filename)
+                work = gate.run(lambda: predictor.predict_file(data, threshold=threshold, heatmap=False))
+                handed_over = True
+                pred = await asyncio.wrap_future(work)  # cancelling this cancels the work if not yet started
+        except TimeoutError:
+            if work is None:
+                return error_response(408, f"the request was not received within {time_limit:.0f} s.")
+            if work.cancel():  # still queued behind other requests: it never started
+                return error_response(503, "the server is busy; retry in a few seconds.")
+            return error_response(504, f"classifying took longer than the {time_limit:.0f} s limit; "
+                                       "try a smaller image or retry later.")
+        except FakefaceError as exc:
+            return error_response(_status_for(exc), str(exc), filename=filename)
+        except Exception:  # a bug of ours: log it, answer JSON without a traceback
+            log.exception("REST prediction failed for %r", filename)
+            return error_response(500, "internal error while classifying; it has been logged.")
+        finally:
+            if not handed_over:
+                gate.leave()
+        return {**pred.as_dict(filename), "faces_found": face_count(pred), "model": model_name}
+
+    return router
+
+
+async def _read_body(request: Request, limit: int) -> bytes | None:
+    """The body, or None once it passes `limit` bytes (a chunked upload declares no length up front)."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
+
+
+async def _parse_form(request: Request, body: bytes):
+    """(filename, image bytes, threshold) from a form already read into memory, or the error response."""
+
+    async def replay():
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    try:
+        form = await Request(request.scope, replay).form(max_files=1, max_fields=8)
+    except Exception:  # noqa: BLE001 - any parse failure is the client's body, not our bug
+        return error_response(400, "send the image as multipart/form-data in a field named 'file'.")
+    try:
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
             return error_response(422, "missing form field 'file' (the image to classify).")
         threshold = _parse_threshold(form.get("threshold"))
         if isinstance(threshold, JSONResponse):
             return threshold
-        filename = printable(upload.filename or "")
-        data = await upload.read(MAX_FILE_BYTES + 1)
-        await upload.close()
-        if limiter.statistics().tasks_waiting >= REST_MAX_WAITING:
-            return error_response(503, "the server is busy; retry in a few seconds.")
-        try:
-            check_file_size(len(data))  # the name is in the reply already
-            pred = await anyio.to_thread.run_sync(
-                lambda: predictor.predict_file(data, threshold=threshold, heatmap=False), limiter=limiter)
-        except FakefaceError as exc:
-            return error_response(_status_for(exc), str(exc), filename=filename)
-        except Exception:  # a bug of ours: log it, answer JSON without a traceback
-            log.exception("REST prediction failed for %r", filename)
-            return error_response(500, "internal error while classifying; it has been logged.")
-        return {**pred.as_dict(filename), "faces_found": face_count(pred), "model": model_name}
+        return printable(upload.filename or ""), await upload.read(), threshold
+    finally:
+        await form.close()  # spooled parts that went to disk are removed now, not at garbage collection
 
-    return router
+
+class BodyLimit:
+    """ASGI middleware: a request body over its route's limit gets 413 before a byte of it is read.
+
+    Gradio checks each uploaded file against max_file_size but takes up to 1000 files per upload request, so
+    the sum is bounded here. A body sent without a declared length (chunked) is refused with 411 except on
+    routes that count the bytes themselves (`counted`): browsers and HTTP clients declare the length of
+    uploads, and Gradio would leave a part-written temp file behind if the stream were cut mid-way.
+    """
+
+    def __init__(self, app, limits: dict[str, int], default: int, counted: tuple[str, ...] = ()):
+        # limits: exact request path -> bytes; default: every other path
+        self.app, self.limits, self.default, self.counted = app, limits, default, counted
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            refusal = self._refusal(scope)
+            if refusal is not None:
+                await refusal(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    def _refusal(self, scope) -> JSONResponse | None:
+        path = scope["path"]
+        limit = self.limits.get(path, self.default)
+        headers = {k.lower(): v for k, v in scope.get("headers", [])}
+        declared = headers.get(b"content-length", b"").decode("latin-1").strip()
+        if declared:
+            if not declared.isdigit():
+                return error_response(400, "invalid Content-Length header.")
+            if int(declared) > limit:
+                return error_response(413, f"request body too large: {declared} bytes (limit {limit}).")
+        elif b"chunked" in headers.get(b"transfer-encoding", b"").lower() and path not in self.counted:
+            return error_response(411, "send the body with a Content-Length header (chunked uploads are refused).")
+        return None
 
 
 def _parse_threshold(raw) -> float | None | JSONResponse:
