@@ -1,6 +1,6 @@
 """The `fakeface` command: train, crossval, evaluate, predict. Each subcommand has --help.
 
-`train` and `crossval` run unchanged under `torchrun --nproc_per_node N` (see docs/training_at_scale.md).
+`train` and `crossval` run unchanged under `torchrun --nproc_per_node N` (see "Training at scale" in README.md).
 """
 
 from __future__ import annotations
