@@ -108,7 +108,8 @@ def detector_rows(model, featurizer, images, repeats: int) -> tuple[list[Row], d
     for p in (plain, auto):
         p._featurizer = featurizer  # one backbone session for both: no second load, same threads
     backend = auto.detector.backend if auto.detector else "none"
-    for name, predictor in (("predict_image, detector none", plain), (f"predict_image, detector auto ({backend})", auto)):
+    for name, predictor in (("predict_image, detector none", plain),
+                            (f"predict_image, detector auto ({backend})", auto)):
         fn = lambda ims, p=predictor: p.predict_image(ims[0])  # noqa: E731
         rows.append(latency_row("detector", f"ours {name}", time_b1(fn, images, repeats)))
     if auto.detector is not None and auto.detector.available:
@@ -155,18 +156,18 @@ def seed_lever_rows(seed, transform, images, repeats: int) -> list[Row]:
 def main(argv: list[str] | None = None) -> int:
     parser = common_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=None,
-                        help="our model (folder or Hub id); default $FAKEFACE_MODEL, else the bundled model, else an "
-                             "untrained stand-in of the default architecture")
+                        help="our model (folder or Hub id); when absent: $FAKEFACE_MODEL, else the bundled model, "
+                             "else an untrained stand-in of the default architecture")
     parser.add_argument("--batch-sizes", default="8,32", help="comma-separated throughput batch sizes")
     parser.add_argument("--batch-repeats", type=int, default=3, help="timed calls per batch size")
     parser.add_argument("--no-levers", action="store_true", help="skip the lever rows")
     args = parser.parse_args(argv)
-    apply_quick(args, repeats=1, batch_sizes="2", batch_repeats=1)
+    apply_quick(args, parser, repeats=1, batch_sizes="2", batch_repeats=1)
     batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
 
     machine = machine_info()
     print_machine(machine)
-    paths = sample_images(args.images, args.n_images, args.seed)
+    paths = sample_images(args.images, args.n_images, args.sample_seed)
     print(f"images:  {describe_sample(paths, args.images)}")
     images = decode_all(paths)
 
@@ -195,6 +196,9 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(latency_row("model", f"seed b{b}", time_batch(seed_runner(seed, transform), images, b,
                                                                    args.batch_repeats), items_per_call=b))
     print_rows(rows, "model only, CPU (times per call: one image at b1, the whole batch at bN)")
+    if sequential:
+        print("  ours bN: the int8 ONNX backbone encodes one view at a time by design (its activations are quantised "
+              "per batch),\n  so batch N is N images in sequence; only the linear probe runs batched.")
 
     by_name = {r.name: r for r in rows}
     ratios = [Ratio("latency b1 (p50)", by_name["ours b1"].p50, by_name["seed b1"].p50, False)]

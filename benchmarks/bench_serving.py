@@ -28,9 +28,9 @@ from pathlib import Path
 
 import httpx
 
-from benchutil import (ROOT, Ratio, Row, ServerProcess, apply_quick, common_parser, describe_sample, end_load,
-                       free_port, machine_info, print_machine, print_ratios, print_rows, sample_images, save_json,
-                       server_env, summary)
+from benchutil import (ROOT, STAND_IN, Ratio, Row, ServerProcess, apply_quick, common_parser, describe_sample,
+                       end_load, free_port, machine_info, print_machine, print_ratios, print_rows, sample_images,
+                       save_json, server_env, summary)
 
 BENCH_DIR = Path(__file__).resolve().parent
 START_TIMEOUT_S = 600
@@ -39,6 +39,8 @@ REQUEST_TIMEOUT = httpx.Timeout(300, connect=2)  # a short connect timeout: a st
 
 @dataclass
 class Sample:
+    """An image file sent as is: REST sends the bytes, gradio_client uploads the file from its path."""
+
     path: Path
     data: bytes
 
@@ -113,7 +115,10 @@ def run_load(channel: Channel, url: str, images: list[Sample], clients: int, per
             error = channel.send(client, image)
             seconds = time.perf_counter() - t0
             with result.lock:
-                (result.errors.append(error) if error else result.latencies.append(seconds))
+                if error:
+                    result.errors.append(error)
+                else:
+                    result.latencies.append(seconds)
         with result.lock:  # the wall clock is the workers' own: the main thread may wake late after the barrier
             spans.append((began, time.perf_counter()))
         channel.close(client)
@@ -144,11 +149,12 @@ def load_row(channel: Channel, clients: int, result: LoadResult) -> Row:
 # ---------------------------------------------------------------------------------------------- servers
 
 
-def start_server(name: str, model_env: dict, workdir: Path) -> ServerProcess:
+def start_server(name: str, model_env: dict, workdir: Path, seed_threads: int | None = None) -> ServerProcess:
     port = free_port()
     env = server_env(port, workdir / "uploads", **model_env)
+    threads = ["--threads", str(seed_threads)] if seed_threads else []
     scripts = {"ours": [str(ROOT / "app.py")],
-               "seed": [str(BENCH_DIR / "seed_server.py"), "--port", str(port)],
+               "seed": [str(BENCH_DIR / "seed_server.py"), "--port", str(port)] + threads,
                "noop": [str(BENCH_DIR / "noop_app.py")]}
     return ServerProcess(name, [sys.executable] + scripts[name], env, workdir, port)
 
@@ -184,7 +190,7 @@ def our_model_env(spec: str | None, tmp: Path) -> tuple[dict, str]:
 
     folder = tmp / "stand-in-model"
     create_model("clip-vit-b16-probe").save_pretrained(str(folder))
-    return {"FAKEFACE_MODEL": str(folder)}, "untrained clip-vit-b16-probe stand-in (no bundled model yet; same computation)"
+    return {"FAKEFACE_MODEL": str(folder)}, STAND_IN
 
 
 CHANNELS = {
@@ -197,10 +203,10 @@ CHANNELS = {
 
 
 def bench_server(name: str, model_env: dict, workdir: Path, images: list[Sample], concurrency: list[int],
-                 requests: int) -> tuple[list[Row], dict]:
+                 requests: int, seed_threads: int | None = None) -> tuple[list[Row], dict]:
     """Start one server, time its cold start, load every channel at every concurrency, read its peak RSS."""
     channels = CHANNELS[name]
-    server = start_server(name, model_env, workdir)
+    server = start_server(name, model_env, workdir, seed_threads)
     rows: list[Row] = []
     try:
         cold = first_answer(server, next(c for c in channels if c.kind == "rest"), images[0])
@@ -228,16 +234,18 @@ def bench_server(name: str, model_env: dict, workdir: Path, images: list[Sample]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = common_parser(__doc__.split("\n\n")[0])
+    parser = common_parser(__doc__.split("\n\n")[0], repeats=False)
     parser.add_argument("--model", default=None,
-                        help="our model (folder or Hub id); default $FAKEFACE_MODEL, else the bundled model, else an "
-                             "untrained stand-in of the default architecture")
+                        help="our model (folder or Hub id); when absent: $FAKEFACE_MODEL, else the bundled model, "
+                             "else an untrained stand-in of the default architecture")
     parser.add_argument("--concurrency", default="1,8", help="comma-separated numbers of concurrent clients")
     parser.add_argument("--requests", type=int, default=40,
                         help="requests per channel and concurrency (split among the clients, at least 1 each)")
     parser.add_argument("--servers", default="ours,seed,noop", help="which servers to run, comma-separated")
+    parser.add_argument("--seed-threads", type=int, default=None,
+                        help="torch threads of the seed's server; when absent: torch's own, as a minimal app has")
     args = parser.parse_args(argv)
-    apply_quick(args, requests=3)
+    apply_quick(args, parser, requests=3)
     concurrency = [int(c) for c in args.concurrency.split(",") if c.strip()]
     servers = [s.strip() for s in args.servers.split(",") if s.strip()]
     unknown = set(servers) - set(CHANNELS)
@@ -246,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
 
     machine = machine_info()
     print_machine(machine)
-    paths = sample_images(args.images, args.n_images, args.seed)
+    paths = sample_images(args.images, args.n_images, args.sample_seed)
     images = [Sample(p, p.read_bytes()) for p in paths]
     print(f"images:  {describe_sample(paths, args.images)}")
     print(f"load:    {args.requests} requests per channel at {concurrency} concurrent client(s); one server at a "
@@ -259,13 +267,14 @@ def main(argv: list[str] | None = None) -> int:
         env, description = our_model_env(args.model, tmp) if "ours" in servers else ({}, "")
         if description:
             print(f"ours:    python app.py, model {description}")
-        print("seed:    benchmarks/seed_server.py (FastAPI + uvicorn, resnet50-attention fp32, batch 1)")
+        print("seed:    benchmarks/seed_server.py (FastAPI + uvicorn, resnet50-attention fp32, batch 1, torch threads "
+              f"{args.seed_threads or 'default'})")
         print("floor:   benchmarks/noop_app.py (Gradio no-op /predict + no-op REST route)\n")
         for name in servers:
             workdir = tmp / name
             workdir.mkdir()
             new_rows, processes[name] = bench_server(name, env if name == "ours" else {}, workdir, images,
-                                                     concurrency, args.requests)
+                                                     concurrency, args.requests, args.seed_threads)
             rows += new_rows
 
     print_rows(rows, "latency per request (seconds) and answers per second", time_unit="s")

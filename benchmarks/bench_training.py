@@ -15,6 +15,7 @@ only the linear probe is trained on them (its row: feature vectors per second th
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 import numpy as np
@@ -37,20 +38,23 @@ def sync(device: torch.device) -> None:
 # ------------------------------------------------------------------------------------------ pixel models
 
 
-def train_step_row(arch: str, device: torch.device, tensors: list, batch: int, steps: int, mixed: bool) -> Row:
-    """Images per second through `steps` training steps (after one untimed step) of a fresh model."""
+def train_step_row(arch: str, device: torch.device, tensors: list, batch: int, steps: int, mixed: bool,
+                   channels_last: bool | None = None) -> Row:
+    """Images per second through `steps` training steps (after one untimed step) of a fresh model. `mixed`: bf16
+    autocast, and channels_last unless `channels_last` says otherwise."""
     from fakeface.models import create_model
     from fakeface.training import loss_fn, make_config
 
     config = make_config(PRESET_OF.get(arch, "lite0"))
     torch.manual_seed(0)
+    channels_last = mixed if channels_last is None else channels_last
     model = create_model(arch, pretrained=False).to(device).train()
-    if mixed:
+    if channels_last:
         model.to(memory_format=torch.channels_last)
     criterion = loss_fn(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     x = torch.stack(cycle(tensors, batch)).to(device)
-    if mixed:
+    if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     y = (torch.arange(batch) % 2).float().to(device)
 
@@ -65,7 +69,7 @@ def train_step_row(arch: str, device: torch.device, tensors: list, batch: int, s
 
     step()
     times = [timed(step) for _ in range(steps)]
-    precision = "bf16 autocast + channels_last" if mixed else "fp32"
+    precision = " + ".join((["bf16 autocast"] if mixed else ["fp32"]) + (["channels_last"] if channels_last else []))
     seed = " (the seed's design)" if arch == SEED_ARCH else ""
     row = latency_row(f"train {device.type}", f"{arch}{seed}, {precision}, batch {batch}", times,
                       items_per_call=batch, note="time per step")
@@ -169,9 +173,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--archs", default=",".join(PIXEL_ARCHS), help="pixel architectures, comma-separated")
     parser.add_argument("--batch-size", type=int, default=24, help="pixel-model batch (the presets use 24)")
     parser.add_argument("--steps", type=int, default=5, help="timed training steps per pixel model")
+    parser.add_argument("--torch-threads", type=int, default=None,
+                        help="torch threads for the whole run; when absent: torch's own (one per core)")
+    parser.add_argument("--channels-last-cpu", action=argparse.BooleanOptionalAction, default=None,
+                        help="also time each pixel model with channels_last on CPU (a lever row); when absent: on, "
+                             "except with --quick")
     parser.add_argument("--estimate-images", type=int, default=1633, help="data size for the whole-recipe estimate")
     args = parser.parse_args(argv)
-    apply_quick(args, repeats=1, batch_size=4, steps=1, archs=f"efficientnet-lite0,{SEED_ARCH}")
+    apply_quick(args, parser, repeats=1, batch_size=4, steps=1, archs=f"efficientnet-lite0,{SEED_ARCH}")
+    if args.channels_last_cpu is None:
+        args.channels_last_cpu = not args.quick
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
     archs = [a.strip() for a in args.archs.split(",") if a.strip()]
     devices = [torch.device("cpu")] if args.device in ("auto", "cpu") else []
     if args.device in ("auto", "cuda"):
@@ -182,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
 
     machine = machine_info()
     print_machine(machine)
-    paths = sample_images(args.images, args.n_images, args.seed)
+    paths = sample_images(args.images, args.n_images, args.sample_seed)
     print(f"images:  {describe_sample(paths, args.images)}")
     images = decode_all(paths)
     print(f"pixel:   {archs}, random init (speed only), batch {args.batch_size}, {args.steps} timed step(s) after "
@@ -194,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     key_rows: dict = {}
     ratios: list[Ratio] = []
+    lever_rows: list[Row] = []
     for device in devices:
         device_rows = []
         for arch in archs:
@@ -206,25 +220,38 @@ def main(argv: list[str] | None = None) -> int:
             if arch == SEED_ARCH and mixed:  # the seed's own precision beside ours
                 device_rows.append(train_step_row(arch, device, tensors, args.batch_size, args.steps, False))
                 key_rows[(device.type, arch, False)] = device_rows[-1]
+            if device.type == "cpu" and args.channels_last_cpu:  # a lever: fit uses it on CUDA only
+                lever_rows.append(train_step_row(arch, device, tensors, args.batch_size, args.steps, False, True))
         print_rows(device_rows, f"training steps on {device.type}"
                    + (f" ({torch.cuda.get_device_name(0)})" if device.type == "cuda" else ""))
         rows += device_rows
+        if device.type == "cpu" and lever_rows:
+            print_rows(lever_rows, "lever: channels_last on CPU (fp32)")
+            rows += lever_rows
         seed = key_rows.get((device.type, SEED_ARCH, False))
         for arch in archs:
             ours = key_rows.get((device.type, arch, device.type == "cuda"))
             if arch != SEED_ARCH and ours and seed:
                 ratios.append(Ratio(f"{arch} training img/s ({device.type})", ours.rate, seed.rate, True))
 
+    from fakeface.errors import FakefaceError
+
     data = data_rows(paths, args.repeats)
-    clip = clip_rows(paths, images, args.repeats, max(args.steps, 3))
+    try:
+        clip = clip_rows(paths, images, args.repeats, max(args.steps, 3))
+    except FakefaceError as exc:  # the ONNX backbone is not installed: the pixel rows still stand
+        print(f"\nCLIP rows skipped: {exc}")
+        clip = []
     print_rows(data + clip, "per-image work on CPU (the CLIP backbone runs on CPU on every machine)")
     rows += data + clip
 
     seed_cpu = key_rows.get(("cpu", SEED_ARCH, False))
-    featurize, cached, probe = clip
-    if seed_cpu:
-        ratios.append(Ratio("CLIP featurize img/s vs seed training img/s (cpu)", featurize.rate, seed_cpu.rate, True))
-    ratios += estimate_rows(seed_cpu, data[0], cached, probe, args.estimate_images)
+    if clip:
+        featurize, cached, probe = clip
+        if seed_cpu:
+            ratios.append(Ratio("CLIP featurize img/s vs seed training img/s (cpu)", featurize.rate, seed_cpu.rate,
+                                True))
+        ratios += estimate_rows(seed_cpu, data[0], cached, probe, args.estimate_images)
     print_ratios(ratios, "ours / seed (training)")
     machine["load_average_end"] = end_load()
     print(f"\nload average at the end: {machine['load_average_end']}")

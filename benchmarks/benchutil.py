@@ -32,6 +32,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg")  # held-out-like uploads are JPEGs; decode ti
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 SEED_ARCH = "resnet50-attention"
+STAND_IN = "untrained clip-vit-b16-probe stand-in (no bundled model yet; same computation)"
 
 
 # ------------------------------------------------------------------------------------------------- options
@@ -41,27 +42,31 @@ def default_images() -> Path:
     return SHARED_IMAGES if SHARED_IMAGES.is_dir() else EXAMPLES
 
 
-def common_parser(description: str) -> argparse.ArgumentParser:
-    """Options every benchmark takes."""
+def common_parser(description: str, repeats: bool = True) -> argparse.ArgumentParser:
+    """Options every benchmark takes (bench_serving counts requests instead of repeats)."""
     parser = argparse.ArgumentParser(description=description,
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--images", type=Path, default=default_images(),
                         help="folder of JPEGs (searched recursively); a fixed seeded sample is used")
     parser.add_argument("--n-images", type=int, default=20, help="sample size")
-    parser.add_argument("--repeats", type=int, default=5, help="timed passes over the sample")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the image sample")
+    if repeats:
+        parser.add_argument("--repeats", type=int, default=5, help="timed passes over the sample")
+    parser.add_argument("--sample-seed", type=int, default=0, help="random seed of the image sample")
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="also save the results here")
     parser.add_argument("--quick", action="store_true",
-                        help="3 images, fewer repeats and smaller batches: a smoke run, figures not meaningful")
+                        help="smoke run: 3 images, fewer repeats, smaller batches (options given explicitly win); "
+                             "figures not meaningful")
     return parser
 
 
-def apply_quick(args, **overrides) -> None:
-    """--quick: 3 images x few repeats, plus each script's own reductions."""
+def apply_quick(args, parser: argparse.ArgumentParser, **overrides) -> None:
+    """--quick: 3 images, plus each script's own reductions (repeats, batches, requests), for the options left
+    at their defaults: an option given on the command line wins."""
     if args.quick:
-        args.n_images = min(args.n_images, 3)
-        for name, value in {"repeats": 3, **overrides}.items():
-            setattr(args, name, value)
+        overrides = {"n_images": 3, **overrides}
+        for name, value in overrides.items():
+            if getattr(args, name) == parser.get_default(name):
+                setattr(args, name, value)
 
 
 # ---------------------------------------------------------------------------------------------- the machine
@@ -235,7 +240,7 @@ def default_model(spec: str | None):
         if spec:
             raise SystemExit(f"--model: {exc}")
         model = create_model("clip-vit-b16-probe")
-        return model, "untrained clip-vit-b16-probe stand-in (no bundled model yet; same computation)"
+        return model, STAND_IN
 
 
 # ---------------------------------------------------------------------------------------------- statistics

@@ -138,6 +138,11 @@ class LiteTrunk(nn.Module):
 
         self.net = EfficientNet.from_name("efficientnet-lite0")
         self.net._fc = None  # we never use the ImageNet classifier
+        # The port keeps TF's BatchNorm momentum (0.01 in PyTorch terms): fine-tuning on ~1k images gets a few
+        # hundred steps, after which eval-mode statistics would still be mostly ImageNet's. PyTorch's 0.1 adapts.
+        for m in self.net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.momentum = 0.1
 
     def forward(self, x):
         return self.net.extract_features(x)
