@@ -25,7 +25,7 @@ from PIL import Image
 from fakeface.errors import FakefaceError
 from fakeface.predictor import Prediction, Predictor
 from fakeface.serving import (BATCH_COLUMNS, BATCH_TIME_LIMIT_S, MAX_BATCH_BYTES, MAX_BATCH_FILES, REST_MAX_BODY,
-                              REST_PATH, BodyLimit, UploadClaims, UploadTracker, heatmap_overlay,
+                              REST_PATH, BodyLimit, UploadClaims, UploadTracker, checked_threshold, heatmap_overlay,
                               predict_batch_rows, read_batch, rest_router, verdict_text, write_csv)
 
 log = logging.getLogger("fakeface.app")
@@ -123,19 +123,6 @@ def example_files() -> list[str]:
 
 def label_value(pred: Prediction, headline: str) -> dict:
     return {"label": headline, "confidences": {"FAKE": pred.fake_prob, "REAL": pred.real_prob}}
-
-
-def checked_threshold(value) -> float | None:
-    """The threshold as a float in [0, 1], or None for the model's default (API callers can send anything)."""
-    if value is None or value == "":
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = float("nan")
-    if not 0.0 <= number <= 1.0:  # also false for NaN
-        raise FakefaceError(f"The threshold must be a number from 0 to 1, not {str(value)[:40]!r}.")
-    return number
 
 
 def classify_upload(predictor: Predictor, path: str, threshold, heatmap: bool) -> Prediction:

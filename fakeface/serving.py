@@ -565,16 +565,24 @@ class BodyLimit:
         return None
 
 
-def _parse_threshold(raw) -> float | None | JSONResponse:
-    if raw is None or raw == "":
+def checked_threshold(value) -> float | None:
+    """The threshold as a float in [0, 1], or None for the model's default (API callers can send anything)."""
+    if value is None or value == "":
         return None
     try:
-        value = float(raw)
+        number = float(value)
     except (TypeError, ValueError):
-        value = float("nan")
-    if not 0.0 <= value <= 1.0:  # also false for NaN
-        return error_response(422, f"threshold must be a number from 0 to 1, got {str(raw)[:40]!r}.")
-    return value
+        number = float("nan")
+    if not 0.0 <= number <= 1.0:  # also false for NaN
+        raise FakefaceError(f"The threshold must be a number from 0 to 1, not {str(value)[:40]!r}.")
+    return number
+
+
+def _parse_threshold(raw) -> float | None | JSONResponse:
+    try:
+        return checked_threshold(raw)
+    except FakefaceError as exc:
+        return error_response(422, str(exc))
 
 
 _OPENAPI_BODY = {
