@@ -61,14 +61,14 @@ def _offline() -> bool:
 def _from_hub(repo_id: str, revision: str | None) -> tuple[FakeFaceModel, ModelSource]:
     """Resolve the revision to a commit first, then load exactly that commit (config, weights, backbone)."""
     from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+    from huggingface_hub.errors import RepositoryNotFoundError
 
     try:
         commit = HfApi().model_info(repo_id, revision=revision).sha
         return FakeFaceModel.from_pretrained(repo_id, revision=commit), ModelSource("hub", repo_id, commit)
     except RepositoryNotFoundError as exc:
         raise FakefaceError(f"Hub model {repo_id} not found (or private: set HF_TOKEN).") from exc
-    except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as exc:
+    except Exception as exc:  # offline, DNS, timeouts, HTTP errors: all mean "not from the Hub this time"
         raise FakefaceError(f"Could not download {repo_id}{'@' + revision if revision else ''} from the Hub: "
                             f"{type(exc).__name__}. Check the id and your connection, or pass a local folder.") from exc
 

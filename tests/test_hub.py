@@ -26,3 +26,19 @@ def test_model_spec_parsing(tmp_path):
     assert parse_model_spec("user/repo@v1") == ("user/repo", "v1")
     assert parse_model_spec("user/repo") == ("user/repo", None)
     assert parse_model_spec(str(tmp_path)) == (str(tmp_path), None)
+
+
+def test_unreachable_hub_falls_back_to_the_bundled_model(monkeypatch):
+    import socket
+
+    from huggingface_hub import constants
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    closed_port = s.getsockname()[1]
+    s.close()  # nothing listens there: every Hub call fails to connect, as offline
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{closed_port}")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("FAKEFACE_MODEL", raising=False)
+    model, source = load_model()
+    assert source.kind == "bundled" and model.arch == "clip-vit-b16-probe"
