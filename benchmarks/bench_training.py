@@ -43,7 +43,7 @@ def train_step_row(arch: str, device: torch.device, tensors: list, batch: int, s
     """Images per second through `steps` training steps (after one untimed step) of a fresh model. `mixed`: bf16
     autocast, and channels_last unless `channels_last` says otherwise."""
     from fakeface.models import create_model
-    from fakeface.training import loss_fn, make_config
+    from fakeface.training import loss_fn, make_config, train_step
 
     config = make_config(PRESET_OF.get(arch, "lite0"))
     torch.manual_seed(0)
@@ -59,12 +59,7 @@ def train_step_row(arch: str, device: torch.device, tensors: list, batch: int, s
     y = (torch.arange(batch) % 2).float().to(device)
 
     def step():
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=mixed):
-            logits = model(x)
-        loss = criterion(logits.float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        train_step(model, x, y, criterion, optimizer, mixed)
         sync(device)
 
     step()
@@ -107,7 +102,7 @@ def clip_rows(paths, images, repeats: int, probe_steps: int) -> list[Row]:
     from fakeface.images import load_image
     from fakeface.models import create_model
     from fakeface.pipeline import training_crop
-    from fakeface.training import loss_fn, make_config
+    from fakeface.training import loss_fn, make_config, train_step
 
     model = create_model("clip-vit-b16-probe")  # the default recipe: 5 views, 4 layers, cls + patch mean
     featurizer = ClipFeaturizer(model.recipe)

@@ -149,6 +149,17 @@ def _gathered_logits(model, loader, device) -> tuple[np.ndarray, np.ndarray]:
     return distributed.gather_shards(logits), distributed.gather_shards(fake)
 
 
+def train_step(model, x, y, criterion, optimizer, mixed: bool) -> torch.Tensor:
+    """One optimiser step; `mixed` runs the forward under bf16 autocast (CUDA). Returns the loss."""
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=mixed):
+        logits = model(x)
+    loss = criterion(logits.float(), y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss
+
+
 @torch.no_grad()
 def predict_logits(model, loader, device=None) -> tuple[np.ndarray, np.ndarray]:
     """Raw logits and is_fake targets for a whole loader (eval mode)."""
@@ -231,12 +242,7 @@ def fit(model: nn.Module, train_set, val_set, config: TrainConfig, out_dir: str 
             if step >= steps:
                 break
             x, y = _batch_to(batch, device, cuda)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-                logits = trained(x)
-            loss = criterion(logits.float(), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            loss = train_step(trained, x, y, criterion, optimizer, mixed=cuda)
             total += loss.item() * len(y)
             count += len(y)
             bar.set_postfix(loss=f"{total / count:.4f}")
