@@ -357,9 +357,3 @@ def _haar_to_mtcnn(box: FaceBox) -> FaceBox:
     cx, cy = box.centre
     half = box.size * HAAR_TO_MTCNN_SCALE / 2
     return FaceBox(cx - half, cy - half, cx + half, cy + half, box.score)
-
-
-@functools.cache
-def default_detector() -> FaceDetector:
-    """A shared "auto" detector, so a process loads the model once."""
-    return FaceDetector("auto")

@@ -15,7 +15,7 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -98,9 +98,6 @@ def _atomic_save(obj, path: Path) -> None:
     torch.save(obj, tmp)
     os.replace(tmp, path)
 
-
-def _rng_state() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
 
 
 def _make_optimizer(model, config: TrainConfig, steps_per_epoch: int):
@@ -284,6 +281,3 @@ def fit(model: nn.Module, train_set, val_set, config: TrainConfig, out_dir: str 
     return {"best_epoch": state["best_epoch"] + 1, "best_val_loss": state["best_loss"], "epochs_run": state["epoch"],
             "images_per_s": images_seen / elapsed if images_seen else None, "processes": w.world_size}
 
-
-def with_overrides(config: TrainConfig, **kw) -> TrainConfig:
-    return replace(config, **{k: v for k, v in kw.items() if v is not None})
