@@ -63,12 +63,16 @@ class ClipFeaturizer:
 
     def features_and_tokens(self, image: Image.Image):
         """Returns (features (dim,), per-group list of per-view (12, 197, 768) token arrays)."""
-        groups, all_tokens = [], []
-        for views in self.recipe.view_groups(image):
-            tokens = [self.encoder.tokens(to_clip_pixels(v)) for v in views]
-            groups.append(np.mean([self.recipe.summarise(t) for t in tokens], axis=0))
-            all_tokens.append(tokens)
-        return np.concatenate(groups).reshape(-1).astype(np.float32), all_tokens
+        parts = [self.group_features(image, g) for g in range(len(self.recipe.views))]
+        return np.concatenate([f for f, _ in parts]), [t for _, t in parts]
+
+    def group_features(self, image: Image.Image, group: int):
+        """One view group's slice of the feature vector (and its views' tokens): the early exit computes the
+        first group alone and the others only when needed."""
+        side, n = self.recipe.views[group]
+        tokens = [self.encoder.tokens(to_clip_pixels(v)) for v in grid_views(image, side, n)]
+        summary = np.mean([self.recipe.summarise(t) for t in tokens], axis=0)
+        return summary.reshape(-1).astype(np.float32), tokens
 
 
 def patch_heatmap(recipe: FeatureRecipe, group_tokens, weight: np.ndarray, out_side: int = 56) -> np.ndarray:

@@ -41,6 +41,8 @@ Decision threshold (chosen on validation, never on test): {{ threshold }}; tempe
 
 {{ robustness }}
 
+{{ early_exit }}
+
 {{ extra_sections }}
 
 ## Intended use and limits
@@ -107,6 +109,20 @@ def _robustness_table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+def _early_exit_text(model, metrics: dict) -> str:
+    if getattr(model, "early_exit", None) is None:
+        return ""
+    low, high = model.early_exit["band"]
+    rate = metrics.get("early_exit", {}).get("exit_rate")
+    share = f" {rate:.0%} of the test images left after that one view." if rate is not None else ""
+    return ("## Early exit\n\n"
+            "A second linear probe reads only the first view (the whole face at 224 px, 1 of the model's "
+            f"{sum(n * n for _, n in model.recipe.views)} ViT passes), calibrated by its own temperature "
+            f"({model.early_exit['temperature']:.4f}). When its P(fake) is below {low} or above {high}, that is "
+            "the answer and the other views are never computed; otherwise the full probe decides. Every figure "
+            f"on this card is measured through this rule.{share}")
+
+
 def crossval_table(summaries: dict[str, dict]) -> str:
     """Rows of mean +- std over folds, one per recipe (name -> crossval.json content)."""
     lines = ["| recipe | folds | ROC AUC | balanced accuracy | ECE | easy / mid / hard AUC |", "|---|---|---|---|---|---|"]
@@ -134,7 +150,8 @@ def write_model_card(model_dir, model, metrics: dict, config, data_source: str, 
     card = ModelCard.from_template(
         card_data, template_str=TEMPLATE, arch=model.arch, model_id=model_id,
         data_text=data_text or f"Trained on `{data_source}`.", results_table=_results_table(metrics),
-        threshold=f"{model.threshold:.4f}", robustness=_robustness_table(metrics), temperature=f"{model.temperature:.4f}", extra_sections=extra_sections,
+        threshold=f"{model.threshold:.4f}", robustness=_robustness_table(metrics), temperature=f"{model.temperature:.4f}",
+        early_exit=_early_exit_text(model, metrics), extra_sections=extra_sections,
         config_json=json.dumps(asdict(config), indent=2))
     path = Path(model_dir) / "README.md"
     card.save(path)

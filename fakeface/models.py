@@ -222,6 +222,7 @@ class FakeFaceModel(
         threshold: float = 0.5,
         uncertain_band: float = 0.1,
         features: dict | None = None,
+        early_exit: dict | None = None,
     ):
         super().__init__()
         spec = arch_spec(arch)
@@ -243,14 +244,52 @@ class FakeFaceModel(
         else:
             self.recipe = None
             self.net = _BUILDERS[arch]()
+        self.early_exit = None
+        if early_exit:
+            self._add_early_exit(early_exit)
         # Write the resolved values, not None, into config.json: the file alone must describe the model.
         self._hub_mixin_config.update(
             arch=arch, input_size=self.input_size, mean=self.mean, std=self.std, labels=self.labels,
             features=self.recipe.to_config() if self.recipe else None)
 
     def forward(self, x):
-        """Raw logits for 'fake' (before temperature)."""
-        return self.net(x)
+        """Raw logits for 'fake' (before temperature). With an early exit, rows the fast probe is sure about
+        carry its answer (rescaled so that this model's temperature turns it into the fast probe's calibrated
+        probability): the same numbers `fast_logits` + the exit rule give at serving time."""
+        logits = self.net(x)
+        if self.early_exit is None:
+            return logits
+        fast = self.fast_logits(x[:, : self.fast_dim])
+        return torch.where(self.exits(fast), fast * (self.temperature / self.early_exit["temperature"]), logits)
+
+    # ------------------------------------------------------------------ early exit (frozen-feature models)
+    # A second, cheaper probe reads only the first view group's features (one 224 px view instead of five).
+    # When its calibrated probability is far from undecided, the other views are never computed.
+
+    def _add_early_exit(self, early_exit: dict):
+        if self.family != "features" or len(self.recipe.views) < 2:
+            raise FakefaceError("An early exit needs a frozen-feature model with at least two view groups.")
+        self.early_exit = {"groups": 1, "band": [0.05, 0.7], "temperature": 1.0, **early_exit}
+        if self.early_exit["groups"] != 1:
+            raise FakefaceError("The early exit reads the first view group only (groups: 1).")
+        self.fast_dim = self.recipe.dim // len(self.recipe.views)
+        self.fast = FeatureProbe(self.fast_dim)
+        self._hub_mixin_config.update(early_exit=self.early_exit)
+
+    def attach_early_exit(self, fast: "FeatureProbe", temperature: float, band: tuple[float, float]):
+        """Install a trained fast probe (see pipeline.train_early_exit) with its own calibration."""
+        self._add_early_exit({"temperature": float(temperature), "band": [float(band[0]), float(band[1])]})
+        self.fast.load_state_dict(fast.state_dict())
+        self.fast.eval()
+
+    def fast_logits(self, first_group_features: torch.Tensor) -> torch.Tensor:
+        return self.fast(first_group_features)
+
+    def exits(self, fast_logits: torch.Tensor) -> torch.Tensor:
+        """True where the fast probe's calibrated P(fake) lies outside the undecided band."""
+        p = torch.sigmoid(fast_logits / self.early_exit["temperature"])
+        low, high = self.early_exit["band"]
+        return (p < low) | (p > high)
 
     def spatial_map(self, x):
         return self.net.spatial_map(x)

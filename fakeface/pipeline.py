@@ -192,7 +192,24 @@ def train_model(config: TrainConfig, train_ds, val_ds, out_dir, detector, cache_
     temperature = fit_temperature(val_logits, val_fake)
     threshold = choose_threshold(val_fake, probabilities(val_logits, temperature))
     model.set_calibration(temperature, threshold)
+    if config.early_exit_band and model.family == "features" and len(model.recipe.views) > 1:
+        summary["early_exit"] = train_early_exit(model, config, train_set, val_set, Path(out_dir) / "early_exit")
     return model, summary
+
+
+def train_early_exit(model: FakeFaceModel, config: TrainConfig, train_set, val_set, out_dir) -> dict:
+    """Train the fast probe on the first view group's features (the leading slice of every feature vector),
+    calibrate its temperature on validation, and attach it with the config's band."""
+    fast_model = create_model(model.arch, features={**model.recipe.to_config(), "views": [model.recipe.views[0]]})
+    dim = fast_model.recipe.dim
+    first = lambda ds: torch.utils.data.TensorDataset(ds.tensors[0][:, :dim], ds.tensors[1])  # noqa: E731
+    fast_train, fast_val = first(train_set), first(val_set)
+    fast_model.net.set_standardisation(fast_train.tensors[0])
+    summary = fit(fast_model, fast_train, fast_val, config, out_dir, resume=False)
+    logits, fake = predict_logits(fast_model, torch.utils.data.DataLoader(fast_val, batch_size=64))
+    model.attach_early_exit(fast_model.net, fit_temperature(logits, fake), config.early_exit_band)
+    exits = model.exits(torch.from_numpy(logits)).numpy()
+    return {**summary, "band": list(config.early_exit_band), "validation_exit_rate": float(exits.mean())}
 
 
 def evaluate_split(model: FakeFaceModel, config: TrainConfig, ds, detector, cache_dir=None, threshold=None,
@@ -207,6 +224,11 @@ def evaluate_split(model: FakeFaceModel, config: TrainConfig, ds, detector, cach
         groups = [g or "real" for g in groups]
     metrics = evaluate_predictions(fake, probs, threshold, logits=logits, temperature=model.temperature,
                                    groups=groups)
+    if model.early_exit is not None:
+        with torch.no_grad():
+            exits = model.exits(model.fast_logits(inputs.tensors[0][:, : model.fast_dim])).numpy()
+        metrics["early_exit"] = {"band": model.early_exit["band"], "exit_rate": float(exits.mean()),
+                                 "n": int(len(exits))}
     return metrics, fake, probs
 
 

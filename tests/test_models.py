@@ -57,3 +57,37 @@ def test_lite0_loads_the_offline_imagenet_weights():
     w = "net.backbone.net._conv_stem.weight"
     assert not torch.equal(scratch.state_dict()[w], pretrained.state_dict()[w])
     assert np.isfinite(pretrained.state_dict()[w].numpy()).all()
+
+
+def _with_early_exit(temperature=0.8, band=(0.2, 0.8)):
+    torch.manual_seed(0)
+    model = create_model("clip-vit-b16-probe", features={"views": [[224, 1], [448, 2]], "layers": [11],
+                                                         "tokens": ["cls"]}).eval()
+    model.set_calibration(temperature=1.5, threshold=0.4)
+    fast = create_model("clip-vit-b16-probe", features={"views": [[224, 1]], "layers": [11], "tokens": ["cls"]})
+    model.attach_early_exit(fast.net, temperature, band)
+    return model
+
+
+def test_early_exit_rows_carry_the_fast_probes_calibrated_probability(tmp_path):
+    model = _with_early_exit()
+    x = torch.randn(64, model.recipe.dim) * 3
+    with torch.no_grad():
+        fast = model.fast_logits(x[:, : model.fast_dim])
+        out = model(x)
+        exits = model.exits(fast)
+        p_out = torch.sigmoid(out / model.temperature)
+        assert exits.any() and (~exits).any()  # both routes are exercised
+        assert torch.allclose(p_out[exits], torch.sigmoid(fast / 0.8)[exits], atol=1e-6)
+        assert torch.equal(out[~exits], model.net(x)[~exits])
+    model.save_pretrained(tmp_path)
+    loaded = FakeFaceModel.from_pretrained(str(tmp_path))
+    assert loaded.early_exit == {"groups": 1, "band": [0.2, 0.8], "temperature": 0.8}
+    with torch.no_grad():
+        assert torch.equal(loaded(x), out)
+
+
+def test_early_exit_needs_several_view_groups():
+    model = create_model("clip-vit-b16-probe", features={"views": [[224, 1]], "layers": [11], "tokens": ["cls"]})
+    with pytest.raises(FakefaceError, match="two view groups"):
+        model.attach_early_exit(model.net, 1.0, (0.1, 0.9))

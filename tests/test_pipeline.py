@@ -44,3 +44,41 @@ def test_smoke_run_on_a_ciplab_sample(ciplab_dir, tmp_path):
     summary = train_evaluate_save(str(ciplab_dir), tmp_path / "out", config, limit=40, cache_dir=tmp_path / "cache")
     assert summary["test"]["roc_auc"] is not None
     _check_saved(tmp_path / "out", min_auc=0.0)  # 6 test images: the numbers are noise, the run is the test
+
+
+def test_early_exit_is_trained_evaluated_and_served_consistently(tmp_path):
+    """The fast 1-group probe is trained and calibrated with the model; serving encodes the second group only
+    when the fast probe is unsure, and gives the same probability as the model's forward on all features."""
+    import numpy as np
+    import torch
+
+    from fakeface.images import load_image
+    from fakeface.predictor import Predictor
+
+    data = write_folder(tmp_path / "data", n_per_class=16, size=96)
+    recipe = {"views": [[224, 1], [224, 1]], "layers": [11], "tokens": ["cls", "patch_mean"]}
+    config = make_config("default", epochs=20, features=recipe, early_exit_band=[0.3, 0.7])
+    train_evaluate_save(str(data), tmp_path / "out", config, cache_dir=tmp_path / "cache")
+    metrics = _check_saved(tmp_path / "out", min_auc=0.0)
+    saved = json.loads((tmp_path / "out" / "model" / "config.json").read_text())
+    assert saved["early_exit"]["band"] == [0.3, 0.7] and saved["early_exit"]["temperature"] > 0
+    assert 0.0 <= metrics["early_exit"]["exit_rate"] <= 1.0
+
+    predictor = Predictor.load(str(tmp_path / "out" / "model"), detector="none")
+    encoder, calls = predictor.featurizer.encoder, []
+    original = encoder.tokens
+    encoder.tokens = lambda pixels: calls.append(1) or original(pixels)
+    model, routes = predictor.model, set()
+    for path in sorted((data / "fake").iterdir())[:6] + sorted((data / "real").iterdir())[:6]:
+        image = load_image(path)
+        calls.clear()
+        served = predictor.predict_image(image).fake_prob
+        encoded = len(calls)
+        feats, _ = predictor.featurizer.features_and_tokens(image)
+        with torch.no_grad():
+            exited = bool(model.exits(model.fast_logits(torch.from_numpy(feats[None, : model.fast_dim])))[0])
+            expected = float(torch.sigmoid(model(torch.from_numpy(feats[None]))[0] / model.temperature))
+        assert encoded == (1 if exited else 2)
+        assert np.isclose(served, expected, atol=1e-5)
+        routes.add(exited)
+    assert True in routes  # a cue this clear must let some images leave after one view

@@ -6,7 +6,8 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from fakeface.models import create_model
-from fakeface.training import TrainConfig, fit, loss_fn, make_config, predict_logits
+from fakeface.errors import FakefaceError
+from fakeface.training import TrainConfig, fit, loss_fn, make_config, predict_logits, use_bf16
 from fakeface.transforms import eval_transform
 
 from helpers import cue_image
@@ -56,6 +57,31 @@ def test_pixel_architectures_learn_a_cue(arch, tmp_path):
     assert len(log) == summary["epochs_run"] and log[0]["images_per_s"] > 0
     maps = model.spatial_map(next(iter(torch.utils.data.DataLoader(_tensor_set(model, 2, 3), batch_size=2)))[0])
     assert maps.shape[0] == 2 and maps.dim() == 3
+
+
+def test_precision_auto_picks_bf16_only_for_image_models_on_capable_hardware(monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr("fakeface.training.cpu_has_bf16_matrix_units", lambda: True)
+    assert use_bf16(TrainConfig(), cpu, "pixels") and use_bf16(TrainConfig(), cuda, "pixels")
+    assert not use_bf16(TrainConfig(), cpu, "features")  # the frozen-feature probe stays fp32
+    monkeypatch.setattr("fakeface.training.cpu_has_bf16_matrix_units", lambda: False)
+    assert not use_bf16(TrainConfig(), cpu, "pixels") and use_bf16(TrainConfig(), cuda, "pixels")
+    assert use_bf16(TrainConfig(precision="bf16"), cpu, "features")
+    assert not use_bf16(TrainConfig(precision="fp32"), cuda, "pixels")
+    with pytest.raises(FakefaceError, match="precision"):
+        use_bf16(TrainConfig(precision="fp16"), cpu, "pixels")
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_cpu_training_in_either_precision_learns_and_says_which(precision, tmp_path):
+    torch.manual_seed(0)
+    model = create_model("efficientnet-lite0", pretrained=True, input_size=64)
+    config = TrainConfig(arch="efficientnet-lite0", epochs=3, batch_size=8, lr=1e-3, loss="bce",
+                         scheduler="cosine", precision=precision)
+    summary = fit(model, _tensor_set(model, 48, 0), _tensor_set(model, 16, 1), config, tmp_path)
+    assert summary["precision"] == precision
+    logits, fake = predict_logits(model, torch.utils.data.DataLoader(_tensor_set(model, 40, 2), batch_size=20))
+    assert roc_auc_score(fake, logits) > 0.85 and np.isfinite(logits).all()
 
 
 class _KilledAfter(torch.utils.data.Dataset):
