@@ -3,8 +3,9 @@ backbone (images featurized per second), on CPU, and on CUDA when present.
 
 Pixel models run the training loop's step (fakeface.training: forward, the preset's loss, backward, AdamW) on
 real images already transformed, so the rows time the model; "data" rows time the per-image work the loader adds
-(decode + the project's train transform) on one CPU core. On CUDA the step runs as `fit` runs it (bf16 autocast,
-channels_last), and the seed's design also in fp32. The CLIP backbone is an int8 ONNX model on ONNX Runtime's CPU
+(decode + the project's train transform) on one CPU core. The step runs as `fit` runs it: bf16 autocast and
+channels_last on CUDA or a CPU with AMX (`--precision auto`), with an fp32 row beside each (the seed's own
+precision); elsewhere fp32, with a channels_last lever row. The CLIP backbone is an int8 ONNX model on ONNX Runtime's CPU
 provider, so it runs on CPU whatever the machine has; its features are computed once per image and cached, and
 only the linear probe is trained on them (its row: feature vectors per second through probe training steps).
 
@@ -197,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
           f"one untimed, 224 px inputs from the sample (eval transform, reused round-robin)")
 
     from fakeface.models import arch_spec
+    from fakeface.training import TrainConfig, use_bf16
     from fakeface.transforms import eval_transform
 
     rows: list[Row] = []
@@ -209,13 +211,13 @@ def main(argv: list[str] | None = None) -> int:
             spec = arch_spec(arch)
             transform = eval_transform(spec.input_size, spec.mean, spec.std)
             tensors = [transform(im) for im in images]
-            mixed = device.type == "cuda"  # what training.fit does on each device
+            mixed = use_bf16(TrainConfig(), device, "pixels")  # what training.fit does on this device
             device_rows.append(train_step_row(arch, device, tensors, args.batch_size, args.steps, mixed))
             key_rows[(device.type, arch, mixed)] = device_rows[-1]
-            if arch == SEED_ARCH and mixed:  # the seed's own precision beside ours
+            if mixed:  # fp32 beside it: the seed's own precision, and the lever's other side
                 device_rows.append(train_step_row(arch, device, tensors, args.batch_size, args.steps, False))
                 key_rows[(device.type, arch, False)] = device_rows[-1]
-            if device.type == "cpu" and args.channels_last_cpu:  # a lever: fit uses it on CUDA only
+            elif device.type == "cpu" and args.channels_last_cpu:  # a lever fit does not pull on this CPU
                 lever_rows.append(train_step_row(arch, device, tensors, args.batch_size, args.steps, False, True))
         print_rows(device_rows, f"training steps on {device.type}"
                    + (f" ({torch.cuda.get_device_name(0)})" if device.type == "cuda" else ""))
@@ -225,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
             rows += lever_rows
         seed = key_rows.get((device.type, SEED_ARCH, False))
         for arch in archs:
-            ours = key_rows.get((device.type, arch, device.type == "cuda"))
+            ours = key_rows.get((device.type, arch, use_bf16(TrainConfig(), device, "pixels")))
             if arch != SEED_ARCH and ours and seed:
                 ratios.append(Ratio(f"{arch} training img/s ({device.type})", ours.rate, seed.rate, True))
 

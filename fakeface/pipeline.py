@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from . import distributed
+from .clip_backbone import DEFAULT_CACHE
 from .data import load_face_dataset, stratified_kfold, stratified_split
 from .errors import FakefaceError
 from .evaluation import choose_threshold, evaluate_predictions, fit_temperature, write_report
@@ -29,7 +30,6 @@ from .models import FakeFaceModel, create_model, probabilities
 from .training import TrainConfig, fit, predict_logits
 from .transforms import degrade, eval_transform, train_transform
 
-DEFAULT_CACHE = Path(os.environ.get("FAKEFACE_CACHE", Path.home() / ".cache" / "fakeface"))
 
 
 # ------------------------------------------------------------------------------------------------- data

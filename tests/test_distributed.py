@@ -31,7 +31,7 @@ from fakeface.errors import FakefaceError
 from fakeface.training import TrainConfig, fit
 
 CONFIG = TrainConfig(arch="tiny", epochs=2, batch_size=8, lr=1e-2, loss="bce", scheduler="cosine",
-                     early_stopping_patience=10)
+                     early_stopping_patience=10, precision="fp32")  # bf16 noise would hide a sync bug
 N_IMAGES = 10  # for the sharded feature extraction
 RECIPE = {"views": [[224, 1]], "layers": [11], "tokens": ["cls"]}  # the smallest feature vector (768)
 

@@ -122,7 +122,7 @@ def weights_from_onnx(path: str | Path) -> dict[str, torch.Tensor]:
             scale = init[node.input[1].removesuffix("_quantized") + "_scale"].astype(np.float32)
             key = node.name.split("/encoder/")[1].rsplit("/MatMul_quant", 1)[0]
             matmul_weight[key] = (q - zero, np.broadcast_to(scale, q.shape[1:]))
-    t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))  # noqa: E731
+    t = lambda a: torch.from_numpy(np.array(a, dtype=np.float32))  # noqa: E731
     prefix = "vision_model."
     state = {
         "patch.weight": t(init[prefix + "embeddings.patch_embedding.weight"]),

@@ -1,0 +1,27 @@
+"""The frozen CLIP tower: its block outputs are exposed once into a cached ONNX file and read back from it."""
+
+import numpy as np
+
+from fakeface.clip_backbone import NUM_LAYERS, WIDTH, ClipOnnxEncoder, to_clip_pixels
+from helpers import cue_image
+
+
+def test_block_outputs_are_cached_once_and_match_the_in_memory_model(tmp_path):
+    pixels = to_clip_pixels(cue_image(True, np.random.default_rng(3), size=224))
+    cached = ClipOnnxEncoder(threads=1, cache_dir=tmp_path)
+    files = sorted(p.name for p in (tmp_path / "onnx").iterdir())
+    assert len(files) == 2 and files[0].endswith(".json") and files[1].endswith(".onnx")  # no temp files left
+    onnx_file = next((tmp_path / "onnx").glob("*.onnx"))
+    written = onnx_file.stat().st_mtime_ns
+
+    again = ClipOnnxEncoder(threads=1, cache_dir=tmp_path)
+    assert onnx_file.stat().st_mtime_ns == written  # reused, not rewritten
+
+    blocked = tmp_path / "not-a-dir"
+    blocked.write_text("a file where the cache folder would go")
+    in_memory = ClipOnnxEncoder(threads=1, cache_dir=blocked)  # unwritable cache: falls back to bytes
+
+    tokens = cached.tokens(pixels)
+    assert tokens.shape == (NUM_LAYERS, 197, WIDTH)
+    np.testing.assert_array_equal(tokens, again.tokens(pixels))
+    np.testing.assert_array_equal(tokens, in_memory.tokens(pixels))
