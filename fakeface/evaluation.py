@@ -288,12 +288,28 @@ def _best_balanced_accuracy_threshold(y: np.ndarray, p: np.ndarray) -> float:
     return float(min(candidates, key=lambda t: (abs(t - 0.5), t)))
 
 
+def _plateau_threshold(y: np.ndarray, p: np.ndarray, half_width: float = 0.1, step: float = 0.01) -> float:
+    """The grid threshold whose neighbourhood (+- half_width) has the best mean balanced accuracy; ties go to
+    the one nearest 0.5. A few hundred validation images give a jagged curve whose single best point often
+    sits at the edge of a broad plateau; its centre moves less from one sample to the next."""
+    grid = np.round(np.arange(step, 1.0, step), 6)
+    fake_scores, real_scores = np.sort(p[y == 1]), np.sort(p[y == 0])
+    tpr = 1.0 - np.searchsorted(fake_scores, grid, side="left") / fake_scores.size
+    tnr = np.searchsorted(real_scores, grid, side="left") / real_scores.size
+    balanced = (tpr + tnr) / 2.0
+    window = int(round(half_width / step))
+    smooth = np.array([balanced[max(0, i - window): i + window + 1].mean() for i in range(grid.size)])
+    best = np.flatnonzero(smooth >= smooth.max() - 1e-12)
+    return float(min(grid[best], key=lambda t: (abs(t - 0.5), t)))
+
+
 def choose_threshold(is_fake, fake_prob, criterion: str = "balanced_accuracy") -> float:
     """Decision threshold for ``fake_prob >= t``, chosen from VALIDATION data only.
 
     Pass validation labels and scores, never the test set's: the threshold is then applied, unchanged, to
-    test data. ``criterion`` is "balanced_accuracy" (maximise it; ties go to the threshold nearest 0.5) or
-    "eer" (the threshold of the equal-error-rate point). Needs both classes.
+    test data. ``criterion`` is "balanced_accuracy" (maximise it; ties go to the threshold nearest 0.5),
+    "balanced_accuracy_plateau" (the centre of the best +-0.1 stretch of it, on a 0.01 grid: what training
+    uses, see scripts/experiments/threshold_rule.py) or "eer" (the equal-error-rate point). Needs both classes.
     """
     y, p = _check_inputs(is_fake, fake_prob)
     if not _has_both_classes(y):
@@ -302,9 +318,12 @@ def choose_threshold(is_fake, fake_prob, criterion: str = "balanced_accuracy") -
         )
     if criterion == "balanced_accuracy":
         return _best_balanced_accuracy_threshold(y, p)
+    if criterion == "balanced_accuracy_plateau":
+        return _plateau_threshold(y, p)
     if criterion == "eer":
         return ranking_metrics(y, p)["eer_threshold"]
-    raise ValueError(f"unknown criterion {criterion!r}: use 'balanced_accuracy' or 'eer'")
+    raise ValueError(f"unknown criterion {criterion!r}: use 'balanced_accuracy', 'balanced_accuracy_plateau' or "
+                     "'eer'")
 
 
 # --------------------------------------------------------------------------- confidence intervals

@@ -180,7 +180,8 @@ def new_model(config: TrainConfig) -> FakeFaceModel:
 
 
 def train_model(config: TrainConfig, train_ds, val_ds, out_dir, detector, cache_dir=None, resume=True):
-    """Fit, then calibrate on validation: temperature (NLL) and threshold (balanced accuracy)."""
+    """Fit, then calibrate on validation: temperature (NLL) and threshold (centre of the best balanced-accuracy
+    plateau)."""
     torch.manual_seed(config.seed)
     model = new_model(config)
     train_set = model_inputs(model, config, train_ds, True, detector, cache_dir)
@@ -190,7 +191,7 @@ def train_model(config: TrainConfig, train_ds, val_ds, out_dir, detector, cache_
     summary = fit(model, train_set, val_set, config, out_dir, resume=resume)
     val_logits, val_fake = predict_logits(model, torch.utils.data.DataLoader(val_set, batch_size=64))
     temperature = fit_temperature(val_logits, val_fake)
-    threshold = choose_threshold(val_fake, probabilities(val_logits, temperature))
+    threshold = choose_threshold(val_fake, probabilities(val_logits, temperature), "balanced_accuracy_plateau")
     model.set_calibration(temperature, threshold)
     if config.early_exit_band and model.family == "features" and len(model.recipe.views) > 1:
         summary["early_exit"] = train_early_exit(model, config, train_set, val_set, Path(out_dir) / "early_exit")

@@ -1,7 +1,8 @@
 """The training loop: read it top to bottom. Loss, optimiser, schedule, early stopping, checkpoints, log.
 
 One code path for CPU and CUDA: image models run their forward under bf16 autocast with channels_last tensors
-on CUDA, and on CPUs with bf16 matrix units (Intel AMX), where it trains ResNet50 2.7x faster than fp32.
+on CUDA, and on CPUs with bf16 matrix units (Intel AMX), where a ResNet50 training step runs ~3x faster than
+in fp32 (benchmarks/bench_training.py).
 Targets are is_fake (1 - dataset label), matching the model's single "fake" logit.
 
 One code path for one process and many: under torchrun (see distributed.py) the model is wrapped in
