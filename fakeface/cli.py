@@ -35,6 +35,8 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, dest="num_workers", help="DataLoader worker processes")
     p.add_argument("--no-pretrained", action="store_true", help="train the backbone from scratch (no ImageNet weights)")
     p.add_argument("--max-steps-per-epoch", type=int, help="cap steps per epoch (smoke runs)")
+    p.add_argument("--no-early-exit", action="store_true",
+                   help="frozen-feature models: no first-view probe; every image goes through all views")
     p.add_argument("--precision", choices=["auto", "bf16", "fp32"],
                    help="auto: bf16 autocast for image models on CUDA or AMX CPUs, else fp32")
     p.add_argument("--limit", type=int, help="use only N images (stratified sample; smoke runs)")
@@ -47,7 +49,8 @@ def _train_config(args):
     return make_config(args.preset, arch=args.arch, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                        image_size=args.image_size, loss=args.loss, seed=args.seed, num_workers=args.num_workers,
                        max_steps_per_epoch=args.max_steps_per_epoch, precision=args.precision,
-                       pretrained=False if args.no_pretrained else None)
+                       pretrained=False if args.no_pretrained else None,
+                       early_exit_band=[] if args.no_early_exit else None)
 
 
 def _in_process_group(work) -> int:

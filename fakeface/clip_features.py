@@ -39,9 +39,6 @@ class FeatureRecipe:
     def dim(self) -> int:
         return len(self.views) * len(self.layers) * len(self.tokens) * WIDTH
 
-    def view_groups(self, image: Image.Image) -> list[list[Image.Image]]:
-        return [grid_views(image, side, n) for side, n in self.views]
-
     def summarise(self, tokens: np.ndarray) -> np.ndarray:
         """(12, 197, 768) block outputs of one view -> this recipe's (layers x tokens x 768) summary."""
         parts = []

@@ -271,18 +271,23 @@ def _nearest_to_half(lo: float, hi: float) -> float:
     return hi if hi < 0.5 else float(np.nextafter(lo, np.inf))
 
 
+def _balanced_accuracy_at(y: np.ndarray, p: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """Balanced accuracy of the verdicts ``p >= t`` for each threshold t."""
+    fake_scores, real_scores = np.sort(p[y == 1]), np.sort(p[y == 0])
+    tpr = 1.0 - np.searchsorted(fake_scores, thresholds, side="left") / fake_scores.size
+    tnr = np.searchsorted(real_scores, thresholds, side="left") / real_scores.size
+    return (tpr + tnr) / 2.0
+
+
 def _best_balanced_accuracy_threshold(y: np.ndarray, p: np.ndarray) -> float:
     """Threshold maximising balanced accuracy; among equally good ones, the one nearest 0.5.
 
     Verdicts only change at the scores, so each candidate stands for an interval (previous score, score]
     plus the interval above the top score (everything REAL).
     """
-    fake_scores, real_scores = np.sort(p[y == 1]), np.sort(p[y == 0])
     uppers = np.append(np.unique(p), np.inf)
     lowers = np.append(-np.inf, uppers[:-1])
-    tpr = 1.0 - np.searchsorted(fake_scores, uppers, side="left") / fake_scores.size
-    tnr = np.searchsorted(real_scores, uppers, side="left") / real_scores.size
-    balanced = (tpr + tnr) / 2.0
+    balanced = _balanced_accuracy_at(y, p, uppers)
     best = np.flatnonzero(balanced >= balanced.max() - 1e-12)
     candidates = [_nearest_to_half(lowers[i], uppers[i]) for i in best]
     return float(min(candidates, key=lambda t: (abs(t - 0.5), t)))
@@ -293,10 +298,7 @@ def _plateau_threshold(y: np.ndarray, p: np.ndarray, half_width: float = 0.1, st
     the one nearest 0.5. A few hundred validation images give a jagged curve whose single best point often
     sits at the edge of a broad plateau; its centre moves less from one sample to the next."""
     grid = np.round(np.arange(step, 1.0, step), 6)
-    fake_scores, real_scores = np.sort(p[y == 1]), np.sort(p[y == 0])
-    tpr = 1.0 - np.searchsorted(fake_scores, grid, side="left") / fake_scores.size
-    tnr = np.searchsorted(real_scores, grid, side="left") / real_scores.size
-    balanced = (tpr + tnr) / 2.0
+    balanced = _balanced_accuracy_at(y, p, grid)
     window = int(round(half_width / step))
     smooth = np.array([balanced[max(0, i - window): i + window + 1].mean() for i in range(grid.size)])
     best = np.flatnonzero(smooth >= smooth.max() - 1e-12)

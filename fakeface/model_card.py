@@ -114,13 +114,17 @@ def _early_exit_text(model, metrics: dict) -> str:
         return ""
     low, high = model.early_exit["band"]
     rate = metrics.get("early_exit", {}).get("exit_rate")
-    share = f" {rate:.0%} of the test images left after that one view." if rate is not None else ""
+    share = f" {rate:.0%} of the test images were answered by the first view group alone." if rate is not None else ""
+    side, n = model.recipe.views[0]
+    first = f"the whole face at {side} px" if n == 1 else f"{n}x{n} crops of a {side} px resize"
     return ("## Early exit\n\n"
-            "A second linear probe reads only the first view (the whole face at 224 px, 1 of the model's "
-            f"{sum(n * n for _, n in model.recipe.views)} ViT passes), calibrated by its own temperature "
+            f"A second linear probe reads only the first view group ({first}: {n * n} of the model's "
+            f"{sum(k * k for _, k in model.recipe.views)} ViT passes), calibrated by its own temperature "
             f"({model.early_exit['temperature']:.4f}). When its P(fake) is below {low} or above {high}, that is "
             "the answer and the other views are never computed; otherwise the full probe decides. Every figure "
-            f"on this card is measured through this rule.{share}")
+            f"on this card, and the decision threshold, come through this rule.{share} A heat map, when asked "
+            "for, is computed from all views and shows the full probe's evidence, also for an image the first "
+            "view settled.")
 
 
 def crossval_table(summaries: dict[str, dict]) -> str:

@@ -260,7 +260,7 @@ class FakeFaceModel(
         if self.early_exit is None:
             return logits
         fast = self.fast_logits(x[:, : self.fast_dim])
-        return torch.where(self.exits(fast), fast * (self.temperature / self.early_exit["temperature"]), logits)
+        return torch.where(self.exits(fast), self.exit_logits(fast), logits)
 
     # ------------------------------------------------------------------ early exit (frozen-feature models)
     # A second, cheaper probe reads only the first view group's features (one 224 px view instead of five).
@@ -273,7 +273,8 @@ class FakeFaceModel(
         if self.early_exit["groups"] != 1:
             raise FakefaceError("The early exit reads the first view group only (groups: 1).")
         self.fast_dim = self.recipe.dim // len(self.recipe.views)
-        self.fast = FeatureProbe(self.fast_dim)
+        # after fit the main probe may sit on CUDA: the fast one goes beside it
+        self.fast = FeatureProbe(self.fast_dim).to(next(self.net.parameters()).device)
         self._hub_mixin_config.update(early_exit=self.early_exit)
 
     def attach_early_exit(self, fast: "FeatureProbe", temperature: float, band: tuple[float, float]):
@@ -284,6 +285,10 @@ class FakeFaceModel(
 
     def fast_logits(self, first_group_features: torch.Tensor) -> torch.Tensor:
         return self.fast(first_group_features)
+
+    def exit_logits(self, fast_logits: torch.Tensor) -> torch.Tensor:
+        """The fast probe's logits rescaled so that this model's temperature gives its calibrated P(fake)."""
+        return fast_logits * (self.temperature / self.early_exit["temperature"])
 
     def exits(self, fast_logits: torch.Tensor) -> torch.Tensor:
         """True where the fast probe's calibrated P(fake) lies outside the undecided band."""

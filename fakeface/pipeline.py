@@ -22,7 +22,6 @@ import torch
 from . import distributed
 from .clip_backbone import DEFAULT_CACHE
 from .data import load_face_dataset, stratified_kfold, stratified_split
-from .errors import FakefaceError
 from .evaluation import choose_threshold, evaluate_predictions, fit_temperature, write_report
 from .faces import FaceDetector, face_crops
 from .images import load_image
@@ -189,12 +188,14 @@ def train_model(config: TrainConfig, train_ds, val_ds, out_dir, detector, cache_
     if model.family == "features":
         model.net.set_standardisation(train_set.tensors[0])
     summary = fit(model, train_set, val_set, config, out_dir, resume=resume)
-    val_logits, val_fake = predict_logits(model, torch.utils.data.DataLoader(val_set, batch_size=64))
-    temperature = fit_temperature(val_logits, val_fake)
-    threshold = choose_threshold(val_fake, probabilities(val_logits, temperature), "balanced_accuracy_plateau")
-    model.set_calibration(temperature, threshold)
+    val_loader = torch.utils.data.DataLoader(val_set, batch_size=64)
+    val_logits, val_fake = predict_logits(model, val_loader)
+    model.set_calibration(fit_temperature(val_logits, val_fake), model.threshold)
     if config.early_exit_band and model.family == "features" and len(model.recipe.views) > 1:
         summary["early_exit"] = train_early_exit(model, config, train_set, val_set, Path(out_dir) / "early_exit")
+        val_logits, val_fake = predict_logits(model, val_loader)  # the threshold sees what serving will answer
+    threshold = choose_threshold(val_fake, probabilities(val_logits, model.temperature), "balanced_accuracy_plateau")
+    model.set_calibration(model.temperature, threshold)
     return model, summary
 
 
@@ -227,7 +228,8 @@ def evaluate_split(model: FakeFaceModel, config: TrainConfig, ds, detector, cach
                                    groups=groups)
     if model.early_exit is not None:
         with torch.no_grad():
-            exits = model.exits(model.fast_logits(inputs.tensors[0][:, : model.fast_dim])).numpy()
+            first = inputs.tensors[0][:, : model.fast_dim].to(next(model.parameters()).device)
+            exits = model.exits(model.fast_logits(first)).cpu().numpy()
         metrics["early_exit"] = {"band": model.early_exit["band"], "exit_rate": float(exits.mean()),
                                  "n": int(len(exits))}
     return metrics, fake, probs

@@ -135,7 +135,7 @@ class Predictor:
         first, first_tokens = featurizer.group_features(crop, 0)
         fast = model.fast_logits(torch.from_numpy(first[None]))
         if not full and bool(model.exits(fast)[0]):
-            return float(fast[0]) * model.temperature / model.early_exit["temperature"], None
+            return float(model.exit_logits(fast)[0]), None
         rest = [featurizer.group_features(crop, g) for g in range(1, len(model.recipe.views))]
         feats = np.concatenate([first] + [f for f, _ in rest])
         return float(model(torch.from_numpy(feats[None]))[0]), [first_tokens] + [t for _, t in rest]

@@ -181,10 +181,10 @@ def train_step(model, x, y, criterion, optimizer, mixed: bool) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict_logits(model, loader, device=None, mixed: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Raw logits and is_fake targets for a whole loader (eval mode); `mixed` defaults to bf16 on CUDA only."""
+def predict_logits(model, loader, device=None, mixed: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Raw logits and is_fake targets for a whole loader (eval mode). fp32 unless `mixed` (bf16 autocast, as
+    fit's validation passes use): calibration and test figures come out in the numerics serving runs in."""
     device = device or next(model.parameters()).device
-    mixed = device.type == "cuda" if mixed is None else mixed
     model.eval()
     logits, targets = [], []
     for batch in loader:

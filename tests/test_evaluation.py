@@ -171,10 +171,11 @@ def test_choose_threshold_maximises_balanced_accuracy():
 
 def test_plateau_criterion_prefers_a_broad_optimum_to_a_narrow_spike():
     # exact argmax: t in (0.1, 0.15] catches every fake at the cost of one real (.917), a 0.05-wide spike;
-    # every t in (0.2, 0.6] gives .9: the plateau criterion takes that stretch (tie -> nearest 0.5)
-    is_fake, fake_prob = _split([0.15] + [0.6] * 4, [0.1] * 5 + [0.2])
+    # every t in (0.2, 0.45] gives .9. The +-0.1 windows lying wholly inside that stretch are centred on
+    # 0.31-0.35, and the tie goes to the one nearest 0.5
+    is_fake, fake_prob = _split([0.15] + [0.45] * 4, [0.1] * 5 + [0.2])
     assert choose_threshold(is_fake, fake_prob) == pytest.approx(0.15)
-    assert choose_threshold(is_fake, fake_prob, "balanced_accuracy_plateau") == pytest.approx(0.5)
+    assert choose_threshold(is_fake, fake_prob, "balanced_accuracy_plateau") == pytest.approx(0.35)
 
 
 def test_choose_threshold_uses_only_its_inputs():

@@ -78,8 +78,14 @@ def test_cpu_training_in_either_precision_learns_and_says_which(precision, tmp_p
     model = create_model("efficientnet-lite0", pretrained=True, input_size=64)
     config = TrainConfig(arch="efficientnet-lite0", epochs=3, batch_size=8, lr=1e-3, loss="bce",
                          scheduler="cosine", precision=precision)
+    seen = []  # (training?, output dtype, input channels_last?) of every forward
+    model.register_forward_hook(lambda m, args, out: seen.append(
+        (m.training, out.dtype, args[0].is_contiguous(memory_format=torch.channels_last))))
     summary = fit(model, _tensor_set(model, 48, 0), _tensor_set(model, 16, 1), config, tmp_path)
     assert summary["precision"] == precision
+    bf16 = precision == "bf16"
+    assert {(dtype, channels_last) for training, dtype, channels_last in seen if training} == {
+        (torch.bfloat16 if bf16 else torch.float32, bf16)}
     logits, fake = predict_logits(model, torch.utils.data.DataLoader(_tensor_set(model, 40, 2), batch_size=20))
     assert roc_auc_score(fake, logits) > 0.85 and np.isfinite(logits).all()
 

@@ -170,7 +170,7 @@ def main():
     import argparse
     import glob
 
-    from fakeface.clip_backbone import ClipOnnxEncoder, to_clip_pixels
+    from fakeface.clip_backbone import ClipOnnxEncoder, grid_views, to_clip_pixels
     from fakeface.images import load_image
     from fakeface.models import probabilities
     from fakeface.predictor import Predictor
@@ -193,7 +193,7 @@ def main():
     first_views = None
     for path in files:
         crop = predictor.crops(load_image(path))[0].image
-        groups = recipe.view_groups(crop)
+        groups = [grid_views(crop, side, n) for side, n in recipe.views]
         pixels = np.stack([to_clip_pixels(v) for g in groups for v in g])
         first_views = pixels if first_views is None else first_views
         for name, run in runners.items():
