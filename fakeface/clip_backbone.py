@@ -11,6 +11,7 @@ batch-mates: we always run one 224x224 view at a time, in training, evaluation a
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib.util
 import json
@@ -102,6 +103,21 @@ def _with_block_outputs(source: Path, cache_dir: Path) -> tuple[Path | bytes, li
         return model.SerializeToString(), names
 
 
+@functools.lru_cache(maxsize=8)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file, computed once per (path, size, mtime) in this process."""
+    st = Path(path).stat()
+    return _file_sha256(str(path), st.st_size, st.st_mtime_ns)
+
+
 class ClipOnnxEncoder:
     """Runs the frozen tower on one 224x224 view and returns every block's tokens."""
 
@@ -119,6 +135,7 @@ class ClipOnnxEncoder:
         )
         self.input_name = self.session.get_inputs()[0].name
         self.path = path
+        self.sha256 = file_sha256(path)
         self._lock = threading.Lock()  # one run at a time keeps thread use predictable on small CPUs
 
     def tokens(self, pixels: np.ndarray) -> np.ndarray:

@@ -39,13 +39,20 @@ class FeatureRecipe:
     def dim(self) -> int:
         return len(self.views) * len(self.layers) * len(self.tokens) * WIDTH
 
-    def summarise(self, tokens: np.ndarray) -> np.ndarray:
-        """(12, 197, 768) block outputs of one view -> this recipe's (layers x tokens x 768) summary."""
-        parts = []
-        for layer in self.layers:
-            for kind in self.tokens:
-                parts.append(tokens[layer, 0] if kind == "cls" else tokens[layer, 1:].mean(0))
-        return np.stack(parts)
+    def select(self, summary: np.ndarray) -> np.ndarray:
+        """A (groups, 12, 2, 768) all-layer summary (see `summarise_all`) -> this recipe's feature vector,
+        laid out as (group, layer, token, 768). The cache stores the whole summary, so recipes that differ
+        only in layers or tokens share it."""
+        picked = summary[:, list(self.layers)][:, :, [TOKEN_KINDS.index(k) for k in self.tokens]]
+        return np.ascontiguousarray(picked, dtype=np.float32).reshape(-1)
+
+
+TOKEN_KINDS = ("cls", "patch_mean")
+
+
+def summarise_all(tokens: np.ndarray) -> np.ndarray:
+    """(12, 197, 768) block outputs of one view -> (12, 2, 768): every block's class token and patch mean."""
+    return np.stack([tokens[:, 0], tokens[:, 1:].mean(1)], axis=1)
 
 
 class ClipFeaturizer:
@@ -58,18 +65,30 @@ class ClipFeaturizer:
     def __call__(self, image: Image.Image) -> np.ndarray:
         return self.features_and_tokens(image)[0]
 
+    def fingerprint(self) -> dict:
+        """What shapes a cached summary on this side: the backbone file and the views."""
+        return {"backbone_sha256": self.encoder.sha256, "views": [list(v) for v in self.recipe.views]}
+
+    def summary(self, image: Image.Image) -> np.ndarray:
+        """(groups, 12, 2, 768): what the feature cache stores for one face crop."""
+        return np.stack([self.group_summary(image, g)[0] for g in range(len(self.recipe.views))])
+
     def features_and_tokens(self, image: Image.Image):
         """Returns (features (dim,), per-group list of per-view (12, 197, 768) token arrays)."""
         parts = [self.group_features(image, g) for g in range(len(self.recipe.views))]
         return np.concatenate([f for f, _ in parts]), [t for _, t in parts]
 
+    def group_summary(self, image: Image.Image, group: int):
+        """(12, 2, 768) summary of one view group, averaged over its views, and the views' tokens."""
+        side, n = self.recipe.views[group]
+        tokens = [self.encoder.tokens(to_clip_pixels(v)) for v in grid_views(image, side, n)]
+        return np.mean([summarise_all(t) for t in tokens], axis=0).astype(np.float32), tokens
+
     def group_features(self, image: Image.Image, group: int):
         """One view group's slice of the feature vector (and its views' tokens): the early exit computes the
         first group alone and the others only when needed."""
-        side, n = self.recipe.views[group]
-        tokens = [self.encoder.tokens(to_clip_pixels(v)) for v in grid_views(image, side, n)]
-        summary = np.mean([self.recipe.summarise(t) for t in tokens], axis=0)
-        return summary.reshape(-1).astype(np.float32), tokens
+        summary, tokens = self.group_summary(image, group)
+        return self.recipe.select(summary[None]), tokens
 
 
 def patch_heatmap(recipe: FeatureRecipe, group_tokens, weight: np.ndarray, out_side: int = 56) -> np.ndarray:

@@ -6,6 +6,12 @@ Every split has the columns
     label       ClassLabel(names=["fake", "real"])   (0 = fake, 1 = real, whatever the source called them)
     path        str, the image file's path ("" when the source has none)
     difficulty  str, "easy" / "mid" / "hard" from ciplab file names, "" otherwise
+    source      str, which source the image came from (the folder's name or the Hub id)
+    group       str, images that must stay in one split and fold (a face swap and its original video, from a
+                `pairs.csv` with columns fake,original); else the image's own path
+
+Several sources load into one set with `load_face_sources` (folders, Hub ids, or a JSON/YAML mix file that
+gives each a weight for balanced sampling).
 
 Images that cannot be decoded are left out and listed in `FaceData.skipped`; they are never replaced.
 """
@@ -35,8 +41,11 @@ FEATURES = datasets.Features(
         "label": datasets.ClassLabel(names=list(LABEL_NAMES)),
         "path": datasets.Value("string"),
         "difficulty": datasets.Value("string"),
+        "source": datasets.Value("string"),
+        "group": datasets.Value("string"),
     }
 )
+PAIRS_FILE = "pairs.csv"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".mpo"}
 # Folder names that mean a split; anything else with "fake"/"real" in its name is a class folder.
 SPLIT_NAMES = {"train": "train", "test": "test", "validation": "validation", "val": "validation", "valid": "validation"}
@@ -52,6 +61,7 @@ class FaceData:
 
     splits: datasets.DatasetDict  # always "train"; "validation" / "test" too when the source has them
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path or "split[index]", reason)
+    weights: dict[str, float] = field(default_factory=dict)  # source -> sampling weight (default 1)
 
     @property
     def train(self) -> datasets.Dataset:
@@ -79,38 +89,120 @@ def difficulty_from_name(path: str) -> str:
 # ---------------------------------------------------------------- entry point
 
 
-def load_face_dataset(source: str, revision: str | None = None, validate: bool = True) -> FaceData:
+def load_face_dataset(source: str, revision: str | None = None, validate: bool = True,
+                      both_labels: bool = True) -> FaceData:
     """Load a local folder (real/ + fake/, Kaggle layout, or train/test splits) or a Hub dataset id.
 
     An existing local folder wins over a Hub id of the same spelling.
 
     With `validate`, every image is decoded once and the unreadable ones are skipped and reported.
+    With `both_labels` (the default), a set without fakes or without reals is refused; one source of a mix
+    may hold a single class.
     """
     path = Path(source).expanduser()
     if path.is_dir():
         if revision is not None:
             raise FakefaceError(f"{source} is a local folder; --revision only applies to Hub datasets.")
-        return _load_local(path, validate)
+        return _load_local(path, validate, both_labels)
     if path.exists():
         raise FakefaceError(f"{source} is a file; give a folder with real/ and fake/ sub-folders, or a Hub id.")
     if not re.fullmatch(r"[\w.-]+/[\w.-]+", source):
         raise FakefaceError(f"{source}: no such folder, and not a Hub dataset id like 'user/faces'.")
-    return _load_hub(source, revision, validate)
+    return _load_hub(source, revision, validate, both_labels)
+
+
+def load_face_sources(specs: Sequence[str] | str, revision: str | None = None, validate: bool = True) -> FaceData:
+    """Several sources as one set: each spec is a folder, a Hub id, or a JSON/YAML mix file listing sources
+    with weights (see `read_mix_file`). Every image keeps its `source`; splits of the same name are joined.
+    One spec loads exactly as `load_face_dataset` does."""
+    specs = [specs] if isinstance(specs, str) else list(specs)
+    if not specs:
+        raise FakefaceError("no training data given: pass --data with a folder, a Hub id or a mix file.")
+    entries = []
+    for spec in specs:
+        if Path(spec).suffix.lower() in MIX_SUFFIXES and Path(spec).is_file():
+            entries += read_mix_file(spec)
+        else:
+            entries.append({"data": spec, "weight": 1.0, "revision": revision})
+    if len(entries) == 1:
+        entry = entries[0]
+        data = load_face_dataset(entry["data"], entry.get("revision"), validate)
+        data.weights = {_only_source(data): float(entry["weight"])}
+        return data
+    parts = [(e, load_face_dataset(e["data"], e.get("revision"), validate, both_labels=False)) for e in entries]
+    names = [sorted({s for split in d.splits.values() for s in split.unique("source")}) for _, d in parts]
+    flat = [n for ns in names for n in ns]
+    if len(flat) != len(set(flat)):
+        raise FakefaceError(f"two sources share a name ({', '.join(sorted({n for n in flat if flat.count(n) > 1}))}): "
+                            "rename a folder so each source has its own name.")
+    split_sets = {tuple(sorted(d.splits)) for _, d in parts}
+    if len(split_sets) > 1:
+        raise FakefaceError("the sources have different splits ("
+                            + "; ".join(f"{e['data']}: {', '.join(sorted(d.splits))}" for e, d in parts)
+                            + "); give sources that all have the same train/validation/test folders, or none.")
+    splits = {name: datasets.concatenate_datasets([d.splits[name].cast(FEATURES) for _, d in parts])
+              for name in parts[0][1].splits}
+    weights = {n: float(entry["weight"]) for (entry, _), ns in zip(parts, names) for n in ns}
+    skipped = [item for _, d in parts for item in d.skipped]
+    _check_both_labels(splits, " + ".join(e["data"] for e in entries))
+    return FaceData(datasets.DatasetDict(splits), skipped, weights)
+
+
+MIX_SUFFIXES = {".json", ".yaml", ".yml"}
+
+
+def read_mix_file(path: str | Path) -> list[dict]:
+    """A mix file: a list of sources, each a string or {data, weight (default 1), revision (optional)},
+    either at the top level or under "sources". Relative folders are relative to the file.
+
+        sources:
+          - data: ciplab
+          - {data: ffhq-real, weight: 2}
+    """
+    import yaml  # a dependency of huggingface_hub; safe_load reads JSON too
+
+    path = Path(path)
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise FakefaceError(f"{path}: cannot read the mix file ({exc}).") from None
+    items = loaded.get("sources") if isinstance(loaded, dict) else loaded
+    if not isinstance(items, list) or not items:
+        raise FakefaceError(f"{path}: a mix file lists sources, e.g. sources: [{{data: folder, weight: 1}}].")
+    entries = []
+    for item in items:
+        item = {"data": item} if isinstance(item, str) else item
+        if not isinstance(item, dict) or "data" not in item or set(item) - {"data", "weight", "revision"}:
+            raise FakefaceError(f"{path}: each source is a folder/Hub id or {{data, weight, revision}}, not {item!r}.")
+        weight = item.get("weight", 1.0)
+        if not isinstance(weight, (int, float)) or weight <= 0:
+            raise FakefaceError(f"{path}: the weight of {item['data']} must be a positive number, not {weight!r}.")
+        data = str(item["data"])
+        local = (path.parent / data).expanduser()
+        entries.append({"data": str(local) if local.is_dir() else data, "weight": float(weight),
+                        "revision": item.get("revision")})
+    return entries
+
+
+def _only_source(data: FaceData) -> str:
+    return data.train[0]["source"] if len(data.train) else ""
 
 
 # ---------------------------------------------------------------- local folders
 
 
-def _load_local(root: Path, validate: bool) -> FaceData:
+def _load_local(root: Path, validate: bool, both_labels: bool = True) -> FaceData:
     layout = _find_layout(root)
+    groups = _pair_groups(root)
     splits, skipped = {}, []
     for split, class_dirs in layout.items():
         files = _list_files(class_dirs)
         if validate:
             files, bad = _validate_files(files)
             skipped += bad
-        splits[split] = _dataset_from_files(files)
-    _check_both_labels(splits, str(root))
+        splits[split] = _dataset_from_files(files, root.resolve().name, groups)
+    if both_labels:
+        _check_both_labels(splits, str(root))
     return FaceData(datasets.DatasetDict(splits), skipped)
 
 
@@ -194,13 +286,37 @@ def image_problem(image) -> str | None:
     return None
 
 
-def _dataset_from_files(files: list[tuple[str, int]]) -> datasets.Dataset:
+def _pair_groups(root: Path) -> dict[str, str]:
+    """Resolved path -> group id from `root/pairs.csv` (columns fake,original; paths relative to root): a fake
+    and the real it was made from share the original's path as their group."""
+    import csv
+
+    pairs = root / PAIRS_FILE
+    if not pairs.is_file():
+        return {}
+    groups = {}
+    with open(pairs, newline="") as f:
+        reader = csv.DictReader(f)
+        if not {"fake", "original"} <= set(reader.fieldnames or []):
+            raise FakefaceError(f"{pairs}: expected the columns fake,original (paths relative to {root}).")
+        for row in reader:
+            original = str((root / row["original"]).resolve())
+            groups[str((root / row["fake"]).resolve())] = original
+            groups.setdefault(original, original)
+    return groups
+
+
+def _dataset_from_files(files: list[tuple[str, int]], source: str = "", groups: dict[str, str] | None = None
+                        ) -> datasets.Dataset:
     paths = [path for path, _ in files]
+    groups = groups or {}
     columns = {
         "image": paths,  # stored as paths: the files are read when used, never copied
         "label": [label for _, label in files],
         "path": paths,
         "difficulty": [difficulty_from_name(p) for p in paths],
+        "source": [source] * len(paths),
+        "group": [groups.get(str(Path(p).resolve()), p) for p in paths],
     }
     return datasets.Dataset.from_dict(columns, features=FEATURES)
 
@@ -215,7 +331,7 @@ def _check_both_labels(splits: dict[str, datasets.Dataset], where: str) -> None:
 # ---------------------------------------------------------------- Hub datasets
 
 
-def _load_hub(repo_id: str, revision: str | None, validate: bool) -> FaceData:
+def _load_hub(repo_id: str, revision: str | None, validate: bool, both_labels: bool = True) -> FaceData:
     try:
         loaded = datasets.load_dataset(repo_id, revision=revision)
     except FileNotFoundError as exc:
@@ -224,19 +340,23 @@ def _load_hub(repo_id: str, revision: str | None, validate: bool) -> FaceData:
         loaded = datasets.DatasetDict({"train": loaded})
     splits, skipped = {}, []
     for name, ds in loaded.items():
-        ds = normalise_labels(ds)
+        ds = normalise_labels(ds, source=repo_id)
         if validate:
             ds, bad = _drop_unreadable(ds, name)
             skipped += bad
         splits[SPLIT_NAMES.get(name.lower(), name)] = ds
     if "train" not in splits:
         raise FakefaceError(f"{repo_id}: has splits {', '.join(splits)} but no 'train' split.")
-    _check_both_labels(splits, repo_id)
+    if both_labels:
+        _check_both_labels(splits, repo_id)
     return FaceData(datasets.DatasetDict(splits), skipped)
 
 
-def normalise_labels(ds: datasets.Dataset) -> datasets.Dataset:
-    """Give a dataset the project schema: image, label (ClassLabel fake/real), path, difficulty.
+def normalise_labels(ds: datasets.Dataset, source: str = "") -> datasets.Dataset:
+    """Give a dataset the project schema: image, label (ClassLabel fake/real), path, difficulty, source, group.
+
+    A `source` or `group` string column in the dataset is kept; else source is `source` and each image is
+    its own group.
 
     The label column may be called label/labels/class and hold ClassLabel ids or strings; its names are
     mapped to fake/real by `label_from_name`. Raises FakefaceError when they cannot be mapped.
@@ -245,6 +365,9 @@ def normalise_labels(ds: datasets.Dataset) -> datasets.Dataset:
     label_col = _label_column(ds)
     labels = _mapped_labels(ds, label_col)
     paths = _image_paths(ds, image_col)
+    sources = [str(v) for v in ds["source"]] if "source" in ds.column_names else [source] * len(ds)
+    groups = ([str(v) for v in ds["group"]] if "group" in ds.column_names
+              else [p or f"{source}[{i}]" for i, p in enumerate(paths)])
     ds = ds.select_columns([image_col])
     if image_col != "image":
         ds = ds.rename_column(image_col, "image")
@@ -252,6 +375,8 @@ def normalise_labels(ds: datasets.Dataset) -> datasets.Dataset:
     ds = ds.add_column("label", labels, feature=FEATURES["label"])
     ds = ds.add_column("path", paths, feature=FEATURES["path"])
     ds = ds.add_column("difficulty", [difficulty_from_name(p) for p in paths], feature=FEATURES["difficulty"])
+    ds = ds.add_column("source", sources, feature=FEATURES["source"])
+    ds = ds.add_column("group", groups, feature=FEATURES["group"])
     return ds
 
 
@@ -325,13 +450,19 @@ def _drop_unreadable(ds: datasets.Dataset, split: str) -> tuple[datasets.Dataset
 
 
 def stratified_split(
-    labels: Sequence[int], val_fraction: float = 0.15, seed: int = 0, strata: Sequence[str] | None = None
+    labels: Sequence[int], val_fraction: float = 0.15, seed: int = 0, strata: Sequence[str] | None = None,
+    groups: Sequence[str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(train_idx, val_idx): a seeded split stratified by label, and by `strata` (e.g. difficulty) if given."""
+    """(train_idx, val_idx): a seeded split stratified by label, and by `strata` (e.g. source and difficulty) if
+    given. Items sharing a `groups` value (a face swap and its original) land on the same side."""
     from sklearn.model_selection import StratifiedShuffleSplit
 
     if not 0 < val_fraction < 1:
         raise FakefaceError(f"val_fraction must be between 0 and 1, not {val_fraction}.")
+    if _has_shared_groups(groups):
+        # the first of round(1 / fraction) group-respecting stratified folds is the held-out part
+        folds = stratified_kfold(labels, max(2, round(1 / val_fraction)), seed, strata, groups)
+        return folds[0]
     keys = _strata_keys(labels, strata, min_count=2)
     splitter = StratifiedShuffleSplit(n_splits=1, test_size=val_fraction, random_state=seed)
     try:
@@ -342,17 +473,36 @@ def stratified_split(
 
 
 def stratified_kfold(
-    labels: Sequence[int], k: int = 5, seed: int = 0, strata: Sequence[str] | None = None
+    labels: Sequence[int], k: int = 5, seed: int = 0, strata: Sequence[str] | None = None,
+    groups: Sequence[str] | None = None,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """k (train_idx, val_idx) folds, seeded, stratified by label and `strata`; the val parts partition all."""
-    from sklearn.model_selection import StratifiedKFold
+    """k (train_idx, val_idx) folds, seeded, stratified by label and `strata`; the val parts partition all.
+    Items sharing a `groups` value stay in one fold (sklearn's StratifiedGroupKFold)."""
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
     keys = _strata_keys(labels, strata, min_count=k)
-    folds = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    if _has_shared_groups(groups):
+        folds = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+        split = folds.split(np.zeros(len(keys)), keys, groups=np.asarray(groups))
+    else:
+        split = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(np.zeros(len(keys)), keys)
     try:
-        return [(np.sort(tr), np.sort(va)) for tr, va in folds.split(np.zeros(len(keys)), keys)]
+        return [(np.sort(tr), np.sort(va)) for tr, va in split]
     except ValueError as exc:
         raise FakefaceError(f"cannot make {k} folds from {len(keys)} images: {exc}") from None
+
+
+def _has_shared_groups(groups: Sequence[str] | None) -> bool:
+    return groups is not None and len(set(groups)) < len(groups)
+
+
+def split_strata(ds: datasets.Dataset) -> list[str]:
+    """What splits and folds are stratified by, besides the label: source (when there are several) and
+    difficulty."""
+    sources, difficulty = ds["source"], ds["difficulty"]
+    if len(set(sources)) <= 1:
+        return list(difficulty)
+    return [f"{s}|{d}" for s, d in zip(sources, difficulty)]
 
 
 def _strata_keys(labels: Sequence[int], strata: Sequence[str] | None, min_count: int) -> np.ndarray:

@@ -175,6 +175,16 @@ def face_crops(image: Image.Image, detector: "FaceDetector | None", max_faces: i
                      region=crop_region(image.size, box, margin)) for box in boxes]
 
 
+def crop_settings(detector: "FaceDetector | None") -> dict:
+    """Every constant and setting that decides which pixels a face crop holds (keys the feature cache)."""
+    settings = {"margin": MARGIN, "centre_shift_y": CENTRE_SHIFT_Y, "fill_frame": FILL_FRAME,
+                "min_relative_size": MIN_RELATIVE_SIZE, "haar_scale": HAAR_TO_MTCNN_SCALE}
+    if detector is None or not detector.available:
+        return {**settings, "detector": "none"}
+    return {**settings, "detector": detector.backend, "min_score": detector.min_score,
+            "min_face_size": detector.min_face_size, "max_side": detector.max_side}
+
+
 # -------------------------------------------------------------------------------------------------- detection
 
 

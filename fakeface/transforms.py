@@ -20,10 +20,7 @@ class RandomJpeg:
     def __call__(self, img: Image.Image) -> Image.Image:
         if random.random() >= self.p:
             return img
-        buf = io.BytesIO()
-        img.convert("RGB").save(buf, "JPEG", quality=random.randint(*self.quality))
-        buf.seek(0)
-        return Image.open(buf).convert("RGB")
+        return jpeg_reencode(img, random.randint(*self.quality))
 
 
 class RandomRescale:
@@ -77,18 +74,44 @@ def eval_transform(size: int, mean, std) -> v2.Compose:
     return v2.Compose([v2.Resize((size, size), antialias=True)] + _to_tensor(mean, std))
 
 
+# Shortcut control for every training source alike: sources differ in size (224 px video crops, 384 px
+# portraits, 600 px composites) and compression, so each augmented copy is re-sized to a longer side drawn
+# from one common range, sometimes blurred, and re-encoded at a random JPEG quality.
+AUG_LONG_SIDE = (160, 512)
+AUG_JPEG_QUALITY = (50, 95)
+AUG_BLUR = (0.3, 1.2)
+AUG_BLUR_P = 0.3
+
+
+def jpeg_reencode(image: Image.Image, quality: int) -> Image.Image:
+    buf = io.BytesIO()
+    image.convert("RGB").save(buf, "JPEG", quality=int(quality))
+    buf.seek(0)
+    return Image.open(buf).convert("RGB")
+
+
+def common_range_copy(image: Image.Image, rng: random.Random) -> Image.Image:
+    """One augmented copy: longer side in AUG_LONG_SIDE (down or up), mild blur sometimes, JPEG re-encode."""
+    side = rng.randint(*AUG_LONG_SIDE)
+    s = side / max(image.size)
+    resample = rng.choice([Image.BILINEAR, Image.BICUBIC, Image.LANCZOS])
+    image = image.resize((max(1, round(image.width * s)), max(1, round(image.height * s))), resample)
+    if rng.random() < AUG_BLUR_P:
+        image = image.filter(ImageFilter.GaussianBlur(rng.uniform(*AUG_BLUR)))
+    return jpeg_reencode(image, rng.randint(*AUG_JPEG_QUALITY))
+
+
 def degrade(image: Image.Image, spec: str, key: str = "") -> Image.Image:
     """A named, deterministic degradation of a whole decoded image, as an upload might suffer:
     "jpeg:75" re-encodes at quality 75; "jpeg:random" at a quality in 60-95 fixed by `key` (e.g. the image's
-    hash), so cached features stay valid; "resize:0.5" keeps a half-size copy."""
+    hash), so cached features stay valid; "resize:0.5" keeps a half-size copy; "aug:N" is the N-th
+    `common_range_copy`, seeded by (key, N)."""
     kind, _, arg = spec.partition(":")
     if kind == "jpeg":
-        quality = 60 + int(key[:8] or "0", 16) % 36 if arg == "random" else int(arg)
-        buf = io.BytesIO()
-        image.convert("RGB").save(buf, "JPEG", quality=quality)
-        buf.seek(0)
-        return Image.open(buf).convert("RGB")
+        return jpeg_reencode(image, 60 + int(key[:8] or "0", 16) % 36 if arg == "random" else int(arg))
     if kind == "resize":
         s = float(arg)
         return image.resize((max(1, round(image.width * s)), max(1, round(image.height * s))), Image.BICUBIC)
-    raise ValueError(f"unknown degradation {spec!r}: use jpeg:Q, jpeg:random or resize:S")
+    if kind == "aug":
+        return common_range_copy(image.convert("RGB"), random.Random(f"{key}|{spec}"))
+    raise ValueError(f"unknown degradation {spec!r}: use jpeg:Q, jpeg:random, resize:S or aug:N")
