@@ -6,10 +6,15 @@ serves on $GRADIO_SERVER_NAME:$GRADIO_SERVER_PORT. Tests build the same app arou
 
 Gradio API endpoints (gradio_client): /predict (image -> REAL/FAKE label), /analyse (everything the page
 shows), /predict_batch (files or .zip -> table and CSV). REST: POST /api/v1/predict (see fakeface/serving.py).
+
+Files: an event may name only an upload this server handed out (and not yet to another session) or one of the
+app's cached examples; see guard_file_inputs and fakeface/uploads.py. Model calls: one ModelGate for the page,
+its API and the REST route, sized for the machine (fakeface.serving.MODEL_SLOTS).
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import sys
@@ -22,25 +27,29 @@ from gradio.components.label import LabelConfidence, LabelData
 from gradio.utils import get_upload_folder
 from PIL import Image
 
+from fakeface import serving
 from fakeface.errors import FakefaceError
 from fakeface.predictor import Prediction, Predictor
 from fakeface.serving import (BATCH_COLUMNS, BATCH_TIME_LIMIT_S, MAX_BATCH_BYTES, MAX_BATCH_FILES, REST_MAX_BODY,
-                              REST_PATH, BodyLimit, UploadClaims, UploadTracker, checked_threshold, heatmap_overlay,
-                              predict_batch_rows, read_batch, rest_router, verdict_text, write_csv)
+                              REST_PATH, BodyLimit, ModelGate, checked_threshold, heatmap_overlay, predict_batch_rows,
+                              read_batch, rest_router, verdict_text, write_csv)
+from fakeface.uploads import UPLOAD_AGAIN, UploadClaims, UploadRefused, UploadTracker, checked_path, payload_path
 
 log = logging.getLogger("fakeface.app")
 
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 EXAMPLE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 QUEUE_MAX_SIZE = 16  # waiting events beyond this get an immediate "queue full" answer
-MODEL_CONCURRENCY = 1  # model calls at once from the page/API; a CPU Space gains nothing from more
+# Model calls at once, from every route together, come from the one ModelGate (serving.MODEL_SLOTS).
 MAX_UPLOAD = MAX_BATCH_BYTES  # a zip may be this big; single images are held to images.MAX_FILE_BYTES
 # Whole request bodies: an upload request may carry many files, so their sum is capped too (see BodyLimit).
 UPLOAD_PATHS = ("/gradio_api/upload", "/gradio_api/process_recording")
 MAX_UPLOAD_REQUEST = MAX_UPLOAD + 1024 * 1024  # one batch's worth plus multipart overhead
 MAX_OTHER_BODY = 16 * 1024 * 1024  # JSON event payloads carry file references, never the files
-# One per process, like Gradio's upload folder: counts uploads so that a file is deleted after its last use.
+# One per process, like Gradio's upload folder: which session may use an upload, and when it is deleted.
 UPLOADS = UploadTracker()
+# Events that delete their uploads when done: an API call, unlike the page, never comes back for the same file.
+RELEASING_EVENTS = ("predict", "predict_batch")
 
 HEATMAP_NOTE = (
     "**What the heat map shows:** where in this face crop the model found the evidence for its score: red "
@@ -81,12 +90,89 @@ def upload_path(payload) -> str | None:
     """The server path of an uploaded file from Gradio's raw payload (events run with preprocess=False).
 
     The app decodes images itself with fakeface.images.load_image: gr.Image's own preprocessing opens every
-    upload with PIL first, so a text file would fail there with a bare error instead of our message. Gradio
-    has already checked that the path lies in its upload folder before the event function runs.
+    upload with PIL first, so a text file would fail there with a bare error instead of our message. The path
+    is NOT checked here: in events, guard_file_inputs has checked it before Gradio or the app saw it, and
+    event_path checks it again.
     """
     if isinstance(payload, dict):
         return payload.get("path")
     return payload  # already a path (direct calls, tests)
+
+
+def event_path(demo: gr.Blocks, payload) -> str | None:
+    """The checked real path of an event's file payload (None for no file), else UploadRefused.
+
+    A second, stateless check behind guard_file_inputs: the file must lie in the upload folder (symlinks
+    resolved) or be one of the app's cached examples, whatever way the payload reached the event.
+    """
+    if payload is None:
+        return None
+    return checked_path(payload_path(payload), get_upload_folder(), files_to_keep(demo))
+
+
+def guard_file_inputs(demo: gr.Blocks, file_inputs: list, tracker: UploadTracker = UPLOADS) -> None:
+    """Check every file an event names before Gradio or the app opens it, and delete uploads only after the
+    request that used them.
+
+    Gradio's own check (only files from its upload folder in an event's input) does not run when the app is
+    mounted on FastAPI (mount_gradio_app never sets `has_launched`), and before an event function runs Gradio
+    copies a named file into its cache, or downloads a URL. So the demo's process_api, which every route
+    (queue, /call, /run) goes through, is wrapped: for each input of `file_inputs` it admits the named files
+    through `tracker` (fakeface.uploads: inside the upload folder after resolving symlinks, an upload handed
+    out and not yet bound to another session, or a cached example) and hands Gradio a clean FileData with the
+    real path; anything else gets one message, UPLOAD_AGAIN, before anything is opened. Events in
+    RELEASING_EVENTS give their uploads back (deleting them after their last use) when the call ends.
+    """
+    ids = {block._id for block in file_inputs}
+    original = demo.process_api
+    signature = inspect.signature(original)
+
+    async def process_api(*args, **kwargs):
+        call = signature.bind(*args, **kwargs)
+        block_fn = call.arguments["block_fn"]
+        if isinstance(block_fn, int):
+            block_fn = demo.fns[block_fn]
+        positions = [i for i, block in enumerate(block_fn.inputs) if block._id in ids]
+        if not positions or call.arguments.get("explicit_call"):
+            return await original(*args, **kwargs)
+        session = call.arguments.get("session_hash") or ""
+        releasing = block_fn.api_name in RELEASING_EVENTS
+        root, keep = get_upload_folder(), files_to_keep(demo)
+        admitted: list[str] = []
+
+        def admit(payload):
+            real = tracker.admit(payload_path(payload), session, root, keep, releasing=releasing)
+            admitted.append(real)
+            name = payload.get("orig_name") if isinstance(payload, dict) else None
+            return {"path": real, "orig_name": name if isinstance(name, str) else Path(real).name,
+                    "meta": {"_type": "gradio.FileData"}}
+
+        try:
+            inputs = list(call.arguments["inputs"])
+            for i in positions:
+                value = inputs[i]
+                if value is None:
+                    continue
+                if isinstance(value, list) and block_fn.inputs[i].__class__ is gr.File:
+                    inputs[i] = [admit(item) for item in value]
+                else:
+                    inputs[i] = admit(value)
+            call.arguments["inputs"] = inputs
+        except UploadRefused:
+            log.info("refused a file reference from session %.8s", session)
+            _release(tracker, admitted, releasing, root, keep, session)
+            raise gr.Error(UPLOAD_AGAIN) from None
+        try:
+            return await original(*call.args, **call.kwargs)
+        finally:
+            _release(tracker, admitted, releasing, root, keep, session)
+
+    demo.process_api = process_api
+
+
+def _release(tracker: UploadTracker, paths: list[str], releasing: bool, root, keep, session: str) -> None:
+    if releasing and paths:
+        tracker.release(paths, root, keep, session=session)
 
 
 # -------------------------------------------------------------------------------------------- model loading
@@ -125,15 +211,19 @@ def label_value(pred: Prediction, headline: str) -> dict:
     return {"label": headline, "confidences": {"FAKE": pred.fake_prob, "REAL": pred.real_prob}}
 
 
-def classify_upload(predictor: Predictor, path: str, threshold, heatmap: bool) -> Prediction:
+def classify_upload(predictor: Predictor, path: str, threshold, heatmap: bool, gate: ModelGate | None = None
+                    ) -> Prediction:
     threshold = checked_threshold(threshold)
     # A file object makes load_image name the file by its base name in messages, not by its server path.
     try:
         f = open(path, "rb")
     except OSError:  # swept from the cache, or deleted after an identical upload was used
-        raise FakefaceError("the upload is no longer available; upload the image again.") from None
+        raise UploadRefused() from None  # the same sentence as for a file the client may not name
     with f:
-        return predictor.predict_file(f, threshold=threshold, heatmap=heatmap)
+        if gate is None:
+            return predictor.predict_file(f, threshold=threshold, heatmap=heatmap)
+        with gate.slot():
+            return predictor.predict_file(f, threshold=threshold, heatmap=heatmap)
 
 
 def summary_markdown(pred: Prediction) -> str:
@@ -167,12 +257,12 @@ def face_gallery(pred: Prediction) -> list[tuple]:
     return items
 
 
-def analyse(predictor: Predictor, path: str | None, threshold: float | None):
+def analyse(predictor: Predictor, path: str | None, threshold: float | None, gate: ModelGate | None = None):
     """Everything the page shows: (label, summary, heat map, face gallery)."""
     if not path:
         return None, "Upload, paste or capture an image to analyse it.", None, gr.update(value=None, visible=False)
     try:
-        pred = classify_upload(predictor, path, threshold, heatmap=True)
+        pred = classify_upload(predictor, path, threshold, heatmap=True, gate=gate)
     except FakefaceError as exc:
         return _failure(str(exc))
     except Exception:  # a bug of ours: the user gets a sentence, the log gets the traceback
@@ -189,34 +279,33 @@ def _failure(message: str):
     return None, f"**Could not analyse this image.** {message}", None, gr.update(value=None, visible=False)
 
 
-def predict_label(predictor: Predictor, path: str | None, threshold: float | None, keep=()) -> dict:
+def predict_label(predictor: Predictor, path: str | None, threshold: float | None,
+                  gate: ModelGate | None = None) -> dict:
     """The /predict API: only the label (headline REAL or FAKE, confidences for both).
 
-    The upload is deleted after its last use (except files in `keep`, see analyse_batch): an API call, unlike
-    the page, never comes back for the same file. (/analyse keeps it: the page re-analyses it when the threshold moves;
-    Gradio's delete_cache sweeps it later.)
+    In the event, the upload is deleted after its last use (see guard_file_inputs): an API call, unlike the
+    page, never comes back for the same file. (/analyse keeps it: the page re-analyses it when the threshold
+    moves; Gradio's delete_cache sweeps it later.)
     """
     if not path:
         raise gr.Error("No image was given.")
     try:
-        pred = classify_upload(predictor, path, threshold, heatmap=False)
+        pred = classify_upload(predictor, path, threshold, heatmap=False, gate=gate)
     except FakefaceError as exc:
         raise gr.Error(str(exc)) from None
     except Exception:
         log.exception("prediction failed")
         raise gr.Error("Something went wrong while analysing this image; it has been logged.") from None
-    finally:
-        UPLOADS.release([path], get_upload_folder(), keep)
     return label_value(pred, pred.label)
 
 
 # --------------------------------------------------------------------------------------------------- batch
 
 
-def analyse_batch(predictor: Predictor, paths: list[str] | None, threshold: float | None, keep=(),
-                  progress=None):
-    """(table, CSV file, summary) for uploaded images and zips; the uploads are deleted after their last use,
-    except the files in `keep` (Gradio's cached examples, which an identical upload shares)."""
+def analyse_batch(predictor: Predictor, paths: list[str] | None, threshold: float | None, progress=None,
+                  gate: ModelGate | None = None):
+    """(table, CSV file, summary) for uploaded images and zips (in the event, the uploads are deleted after
+    their last use, see guard_file_inputs)."""
     empty = pd.DataFrame(columns=BATCH_COLUMNS)
     if not paths:
         return empty, None, "Upload images or a .zip of images first."
@@ -224,7 +313,7 @@ def analyse_batch(predictor: Predictor, paths: list[str] | None, threshold: floa
         threshold = checked_threshold(threshold)
         report = (lambda done, total: progress((done, total), desc="Analysing", unit="files")) if progress else None
         rows = predict_batch_rows(predictor, read_batch(paths), threshold, on_progress=report,
-                                  time_limit_s=BATCH_TIME_LIMIT_S)
+                                  time_limit_s=BATCH_TIME_LIMIT_S, gate=gate)
     except FakefaceError as exc:
         gr.Warning(str(exc))
         return empty, None, f"**Batch refused.** {exc}"
@@ -233,8 +322,6 @@ def analyse_batch(predictor: Predictor, paths: list[str] | None, threshold: floa
         message = "Something went wrong while reading this batch; it has been logged."
         gr.Warning(message)
         return empty, None, f"**Batch failed.** {message}"
-    finally:
-        UPLOADS.release(paths, get_upload_folder(), keep)
     table = pd.DataFrame(rows, columns=BATCH_COLUMNS).astype(object).fillna("")
     return table, str(write_csv(rows)), batch_summary(rows)
 
@@ -256,7 +343,10 @@ def batch_summary(rows: list[dict]) -> str:
 # ------------------------------------------------------------------------------------------------ the page
 
 
-def build_demo(predictor: Predictor) -> gr.Blocks:
+def build_demo(predictor: Predictor, gate: ModelGate | None = None) -> gr.Blocks:
+    """The page and its API events. `gate`: the server's one ModelGate (a new one when not given); the demo
+    keeps it as `demo.model_gate`, for create_app to share with the REST route."""
+    gate = gate or serving.ModelGate(serving.MODEL_SLOTS, serving.REST_MAX_WAITING)
     default = round(predictor.threshold, 2)
     band = predictor.model.uncertain_band
 
@@ -299,17 +389,30 @@ def build_demo(predictor: Predictor) -> gr.Blocks:
 
         # Named functions, not lambdas: their parameter names are the API's keyword names.
         def analyse_image(image, threshold):
-            return analyse(predictor, upload_path(image), threshold)
+            try:
+                path = event_path(demo, image)
+            except UploadRefused as exc:
+                return _failure(str(exc))
+            return analyse(predictor, path, threshold, gate=gate)
 
         def predict(image, threshold):
-            return predict_label(predictor, upload_path(image), threshold, keep=files_to_keep(demo))
+            try:
+                path = event_path(demo, image)
+            except UploadRefused as exc:
+                raise gr.Error(str(exc)) from None
+            return predict_label(predictor, path, threshold, gate=gate)
 
         def predict_batch(files, threshold, progress=gr.Progress()):
-            paths = [upload_path(f) for f in files or []]
-            return analyse_batch(predictor, paths, threshold, keep=files_to_keep(demo), progress=progress)
+            try:
+                paths = [event_path(demo, f) for f in files or []]
+            except UploadRefused as exc:
+                raise gr.Error(str(exc)) from None
+            return analyse_batch(predictor, paths, threshold, progress=progress, gate=gate)
 
-        # preprocess=False: inputs arrive as Gradio's raw payloads (see upload_path), never decoded by Gradio.
-        model_events = dict(concurrency_id="model", concurrency_limit=MODEL_CONCURRENCY, preprocess=False)
+        # preprocess=False: inputs arrive as Gradio's raw payloads (see upload_path), never decoded by Gradio;
+        # guard_file_inputs checks them first. concurrency_limit: Gradio need not start more model events than
+        # the gate has slots; the gate itself (gate.slot(), shared with REST) is what bounds the model calls.
+        model_events = dict(concurrency_id="model", concurrency_limit=gate.slots, preprocess=False)
         # The page analyses on upload, on a new threshold and on the button; while one run is going, further
         # triggers collapse into one final run with the latest inputs.
         gr.on([button.click, image.change, threshold.release], analyse_image, inputs=[image, threshold],
@@ -321,7 +424,9 @@ def build_demo(predictor: Predictor) -> gr.Blocks:
         batch_button.click(predict_batch, inputs=[files, batch_threshold],
                            outputs=[table, csv_file, batch_summary_box], api_name="predict_batch",
                            **model_events).then(lambda: None, outputs=[files], api_visibility="private")
-    demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=MODEL_CONCURRENCY)
+    demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=gate.slots)
+    guard_file_inputs(demo, [image, files])
+    demo.model_gate = gate
     return demo
 
 
@@ -330,13 +435,18 @@ def create_app(predictor: Predictor, demo: gr.Blocks | None = None) -> FastAPI:
     demo = demo or build_demo(predictor)
     app = FastAPI(title="fakeface", docs_url="/api/v1/docs", redoc_url=None, openapi_url="/api/v1/openapi.json")
     source = predictor.source.describe() if predictor.source else "in-memory model"
-    app.include_router(rest_router(predictor, model_name=source))
+    app.include_router(rest_router(predictor, model_name=source, gate=demo.model_gate))
     # The REST route counts a chunked body itself; every other body must declare its size.
     limits = {REST_PATH: REST_MAX_BODY, **{path: MAX_UPLOAD_REQUEST for path in UPLOAD_PATHS}}
     app.add_middleware(BodyLimit, limits=limits, default=MAX_OTHER_BODY, counted=(REST_PATH,))
     app.add_middleware(UploadClaims, path=UPLOAD_PATHS[0], tracker=UPLOADS)
-    return gr.mount_gradio_app(app, demo, path="/", max_file_size=MAX_UPLOAD, footer_links=["api", "gradio"],
-                               server_name=_host(), server_port=_port())
+    app = gr.mount_gradio_app(app, demo, path="/", max_file_size=MAX_UPLOAD, footer_links=["api", "gradio"],
+                              server_name=_host(), server_port=_port())
+    # Gradio checks the files named in an event's inputs (only its upload folder) and in its outputs only once
+    # `launch()` has set this; a mounted app never calls launch(). guard_file_inputs checks first; this keeps
+    # Gradio's own check on behind it.
+    demo.has_launched = True
+    return app
 
 
 def _host() -> str:

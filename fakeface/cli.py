@@ -22,7 +22,9 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     from .models import ARCHITECTURES
     from .training import PRESETS
 
-    p.add_argument("--data", required=True, help="image folder (real/ + fake/, Kaggle or train/test layouts) or Hub dataset id")
+    p.add_argument("--data", required=True, action="append",
+                   help="image folder (real/ + fake/, Kaggle or train/test layouts), Hub dataset id, or a "
+                        "JSON/YAML mix file of sources with weights; repeat for several sources")
     p.add_argument("--revision", help="Hub dataset revision (branch, tag or commit)")
     p.add_argument("--preset", choices=sorted(PRESETS), default="default", help="named hyper-parameter set")
     p.add_argument("--arch", choices=sorted(ARCHITECTURES), help="architecture (overrides the preset)")
@@ -41,6 +43,13 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
                    help="auto: bf16 autocast for image models on CUDA or AMX CPUs, else fp32")
     p.add_argument("--limit", type=int, help="use only N images (stratified sample; smoke runs)")
     p.add_argument("--cache-dir", help="where frozen-backbone features are cached")
+    if p.prog.split()[-1] == "train":  # crossval trains every fold afresh in its own folder
+        again = p.add_mutually_exclusive_group()
+        again.add_argument("--resume", action="store_true",
+                           help="continue the run in --output-dir from its checkpoint (same settings only)")
+        again.add_argument("--overwrite", action="store_true",
+                           help="replace the run in --output-dir: delete its run/, model/ and eval/ (refused "
+                                "when the folder holds anything else)")
 
 
 def _train_config(args):
@@ -68,12 +77,64 @@ def _in_process_group(work) -> int:
     return 0
 
 
+RUN_OUTPUTS = ("run", "model", "eval")  # what `fakeface train` writes in --output-dir
+
+
+def _claim_output_dir(output_dir: Path, config, resume: bool, overwrite: bool) -> None:
+    """Refuse to mix runs in one folder: a non-empty --output-dir needs --resume (a checkpoint there, saved with
+    the same config) or --overwrite (which deletes RUN_OUTPUTS, and refuses when anything else is there)."""
+    from .training import CHECKPOINT, check_resumable, read_checkpoint
+
+    if output_dir.exists() and not output_dir.is_dir():
+        raise FakefaceError(f"--output-dir {output_dir} is a file, not a folder.")
+    entries = sorted(p.name for p in output_dir.iterdir()) if output_dir.is_dir() else []
+    if not entries:
+        return  # a fresh run (with --resume too: nothing to resume yet, so the same command can be rerun)
+    checkpoint = output_dir / "run" / CHECKPOINT
+    if resume:
+        if not checkpoint.exists():
+            raise FakefaceError(f"--resume: {output_dir} holds no checkpoint (run/{CHECKPOINT}) to continue; give "
+                                f"--overwrite to replace what is there, or another --output-dir.")
+        check_resumable(read_checkpoint(checkpoint)["config"], config, checkpoint)  # before minutes of data loading
+        return
+    if not overwrite:
+        raise FakefaceError(f"{output_dir} is not empty: give --resume to continue the run it holds, --overwrite "
+                            f"to replace it, or another --output-dir.")
+    unknown = [name for name in entries if name not in RUN_OUTPUTS]
+    if unknown:
+        raise FakefaceError(f"--overwrite deletes only what `fakeface train` writes ({', '.join(RUN_OUTPUTS)}), but "
+                            f"{output_dir} also holds {', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}: "
+                            f"move them, or give another --output-dir.")
+    import shutil
+
+    for name in RUN_OUTPUTS:
+        path = output_dir / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+
+
 def cmd_train(args) -> int:
+    from . import distributed
     from .pipeline import train_evaluate_save
 
-    return _in_process_group(lambda: train_evaluate_save(
-        args.data, args.output_dir, _train_config(args), revision=args.revision, push_to_hub=args.push_to_hub,
-        limit=args.limit, cache_dir=args.cache_dir))
+    def work():
+        config = _train_config(args)
+        refusal = None
+        if distributed.world().is_main:  # rank 0's disk is the one written; every rank then stops alike
+            try:
+                _claim_output_dir(Path(args.output_dir), config, args.resume, args.overwrite)
+            except FakefaceError as exc:
+                refusal = str(exc)
+        refusal = distributed.broadcast_object(refusal)
+        if refusal:
+            raise FakefaceError(refusal)
+        return train_evaluate_save(args.data, args.output_dir, config, revision=args.revision,
+                                   push_to_hub=args.push_to_hub, limit=args.limit, cache_dir=args.cache_dir,
+                                   resume=args.resume)
+
+    return _in_process_group(work)
 
 
 def cmd_crossval(args) -> int:
@@ -81,7 +142,7 @@ def cmd_crossval(args) -> int:
 
     return _in_process_group(lambda: cross_validate(
         args.data, _train_config(args), folds=args.folds, output_dir=args.output_dir, revision=args.revision,
-        limit=args.limit, cache_dir=args.cache_dir))
+        limit=args.limit, cache_dir=args.cache_dir, leave_one_source_out=not args.no_leave_one_source_out))
 
 
 def cmd_evaluate(args) -> int:

@@ -130,6 +130,9 @@ class ClipOnnxEncoder:
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
+        # Idle pool threads sleep instead of spinning: on a small, shared CPU (2 cores, a server's other
+        # threads, a detector) spinning workers steal the cores the next run needs.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(
             str(model) if isinstance(model, Path) else model, options, providers=["CPUExecutionProvider"]
         )

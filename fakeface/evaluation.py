@@ -457,6 +457,35 @@ def _per_group(y, p, groups, threshold) -> dict:
     return result
 
 
+def per_source_report(is_fake, fake_prob, sources, threshold: float) -> dict:
+    """Per source: its fakes' TPR and its reals' FPR at `threshold` (Wilson 95 % intervals), ROC AUC (a
+    one-class source against all items of the other class, see `_group_members`), and ECE. The "reals" entry
+    sums up every real photo: what share of real photos the model accuses, source by source and overall."""
+    y, p = _check_inputs(is_fake, fake_prob)
+    names = np.asarray([str(v) for v in sources])
+    report, flagged = {}, {}
+    for name in sorted(set(names.tolist())):
+        mine = names == name
+        members, composition = _group_members(y, mine)
+        entry = {"n": int(mine.sum()), "n_fake": int((y[mine] == 1).sum()), "n_real": int((y[mine] == 0).sum()),
+                 "auc_scored_on": composition, "roc_auc": ranking_metrics(y[members], p[members])["roc_auc"],
+                 "ece": expected_calibration_error(y[mine], p[mine])}
+        for cls, key in ((1, "tpr"), (0, "fpr")):
+            sel = mine & (y == cls)
+            if sel.any():
+                hits = int((p[sel] >= threshold).sum())
+                entry[key] = hits / int(sel.sum())
+                entry[f"{key}_wilson_95"] = list(wilson_interval(hits, int(sel.sum())))
+        if "fpr" in entry:
+            flagged[name] = {"flagged": int(round(entry["fpr"] * entry["n_real"])), "of": entry["n_real"]}
+        report[name] = entry
+    real = y == 0
+    hits = int((p[real] >= threshold).sum())
+    report_reals = {"by_source": flagged, "fpr": hits / max(1, int(real.sum())),
+                    "fpr_wilson_95": list(wilson_interval(hits, int(real.sum())))}
+    return {"threshold": float(threshold), "sources": report, "reals": report_reals}
+
+
 def evaluate_predictions(
     is_fake, fake_prob, threshold: float, *, logits=None, temperature: float | None = None, groups=None
 ) -> dict:

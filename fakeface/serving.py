@@ -1,5 +1,6 @@
 """Serving helpers shared by the Space (app.py) and any other server: batch and zip reading within limits,
-result tables and CSV, the heat-map overlay, and the plain REST route.
+result tables and CSV, the heat-map overlay, the one admission gate for model calls and the plain REST route.
+(Which files a client may name, and when an upload is deleted: fakeface/uploads.py.)
 
 Nothing here knows about Gradio, so the limits and the REST contract can be tested without a browser.
 """
@@ -8,14 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import csv
-import json
 import logging
+import os
 import stat
 import tempfile
 import threading
 import time
 import zipfile
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -29,6 +31,7 @@ from starlette.datastructures import UploadFile
 from .errors import FakefaceError, TooLargeError
 from .images import MAX_FILE_BYTES, check_file_size
 from .predictor import Prediction, Predictor
+from .uploads import UploadClaims, UploadTracker, delete_uploads  # noqa: F401 - their old home; see uploads.py
 
 log = logging.getLogger(__name__)
 
@@ -194,11 +197,13 @@ def printable(name: str, limit: int = 200) -> str:
 
 
 def predict_batch_rows(predictor: Predictor, items: list[BatchItem], threshold: float | None = None,
-                       on_progress=None, time_limit_s: float | None = None) -> list[dict]:
+                       on_progress=None, time_limit_s: float | None = None, gate: ModelGate | None = None
+                       ) -> list[dict]:
     """One row per item (see BATCH_COLUMNS); a file that fails gets its message, the others go on.
 
     `on_progress(done, total)` is called before each item, for a progress bar. Past `time_limit_s` the items
-    not yet started are listed as not analysed, so one slow batch cannot hold the model for ever.
+    not yet started are listed as not analysed, so one slow batch cannot hold the model for ever. With a
+    `gate`, each image takes one of its model slots while it is classified (so other requests interleave).
     """
     deadline = None if time_limit_s is None else time.monotonic() + time_limit_s
     rows = []
@@ -209,7 +214,11 @@ def predict_batch_rows(predictor: Predictor, items: list[BatchItem], threshold: 
             rows.append(_error_row(item.name, f"{item.name}: not analysed; the batch ran past its "
                                               f"{time_limit_s:.0f} s time limit. Send it in a smaller batch."))
             continue
-        rows.append(_row(predictor, item, threshold))
+        if gate is None or item.error is not None:
+            rows.append(_row(predictor, item, threshold))
+        else:
+            with gate.slot():
+                rows.append(_row(predictor, item, threshold))
     return rows
 
 
@@ -266,103 +275,6 @@ def _prune(folder: Path, max_age_s: float) -> None:
             pass  # another worker removed it first
 
 
-def delete_uploads(paths: list[str | Path], upload_root: str | Path, keep=()) -> None:
-    """Delete uploaded files (and their now empty folders), but only inside `upload_root` and not in `keep`.
-
-    Gradio stores uploads by content hash, in the same folder as its copies of example files: an upload equal
-    to an example is the example's file, which must stay (pass those paths as `keep`).
-    """
-    root = Path(upload_root).resolve()
-    kept = {Path(k).resolve() for k in keep}
-    for path in paths:
-        path = Path(path).resolve()
-        if root not in path.parents or path in kept:
-            continue
-        path.unlink(missing_ok=True)
-        try:
-            path.parent.rmdir()  # gradio keeps each upload in its own folder
-        except OSError:
-            pass  # not empty, or gone
-
-
-class UploadTracker:
-    """Deletes an uploaded file after its last use, not its first.
-
-    Gradio stores an upload under a hash of its content, by its name: two identical uploads (the same photo
-    sent twice at once) share one path, and deleting it after the first event would pull it from under the
-    second. So each upload the upload route hands out is counted (`claim`, see UploadClaims), each event gives
-    its files back (`release`), and a file goes when no upload of it is left unused. Files that are never
-    released (the page keeps its image to re-analyse it) are left to Gradio's delete_cache.
-    """
-
-    _PRUNE_AT = 10_000  # entries; past this, those whose files are gone are dropped
-
-    def __init__(self):
-        self._counts: dict[str, int] = {}
-        self._lock = threading.Lock()
-
-    def claim(self, paths) -> None:
-        with self._lock:
-            for path in paths:
-                key = str(Path(path).resolve())
-                self._counts[key] = self._counts.get(key, 0) + 1
-            if len(self._counts) > self._PRUNE_AT:
-                self._counts = {k: n for k, n in self._counts.items() if Path(k).exists()}
-
-    def pending(self, path) -> int:
-        return self._counts.get(str(Path(path).resolve()), 0)
-
-    def release(self, paths, upload_root: str | Path, keep=()) -> None:
-        """Give back one use of each path; delete (within `upload_root`, not in `keep`) those none is waiting for."""
-        with self._lock:  # held while deleting, so a claim cannot land between the count and the unlink
-            done = []
-            for path in paths:
-                key = str(Path(path).resolve())
-                left = self._counts.pop(key, 0) - 1
-                if left > 0:
-                    self._counts[key] = left
-                else:
-                    done.append(path)
-            delete_uploads(done, upload_root, keep)
-
-
-class UploadClaims:
-    """ASGI middleware: counts, in an UploadTracker, the paths the upload route (`path`) hands back.
-
-    The count is taken before the reply is passed on, so no client can start an event with a path not yet
-    counted. (Gradio moves the file in place just before replying: a release in that instant can still win.)
-    """
-
-    def __init__(self, app, path: str, tracker: UploadTracker):
-        self.app, self.path, self.tracker = app, path, tracker
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != self.path:
-            await self.app(scope, receive, send)
-            return
-        status, body = 0, bytearray()
-
-        async def counting_send(message):
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            elif message["type"] == "http.response.body" and status == 200:
-                body.extend(message.get("body", b""))
-                if not message.get("more_body", False):
-                    self._claim(bytes(body))
-            await send(message)
-
-        await self.app(scope, receive, counting_send)
-
-    def _claim(self, body: bytes) -> None:
-        try:
-            paths = json.loads(body)
-        except ValueError:
-            return
-        if isinstance(paths, list):
-            self.tracker.claim(p for p in paths if isinstance(p, str))
-
-
 # ------------------------------------------------------------------------------------------------ heat map
 
 _TOWARDS_FAKE = np.array([220, 40, 40], dtype=np.float32)
@@ -392,12 +304,31 @@ def heatmap_overlay(crop: Image.Image, heatmap: np.ndarray, side: int = 384, str
 # ---------------------------------------------------------------------------------------------- REST route
 
 REST_PATH = "/api/v1/predict"
-REST_CONCURRENCY = 2  # model calls at once from the REST route (the Gradio queue limits its own)
-REST_MAX_WAITING = 16  # requests waiting beyond this get a prompt 503 instead of a long wait
+REST_MAX_WAITING = 16  # REST requests waiting beyond this get a prompt 503 instead of a long wait
 REST_TIME_LIMIT_S = 60.0  # a request not answered by then gets 503 (still queued) or 504 (still computing)
 RETRY_AFTER_S = 5
 _FORM_OVERHEAD = 64 * 1024  # multipart headers and the threshold field on top of the image itself
 REST_MAX_BODY = MAX_FILE_BYTES + _FORM_OVERHEAD
+
+
+def model_slots(cpus: int | None = None) -> int:
+    """Model calls worth running at once on this machine: one per two CPU cores this process may use, 1 to 4.
+
+    A call already spreads over several cores (PyTorch's and ONNX Runtime's own threads), so more calls at once
+    only share the same cores and make each one slower. $FAKEFACE_MODEL_SLOTS overrides it.
+    """
+    override = os.environ.get("FAKEFACE_MODEL_SLOTS", "").strip()
+    if override.isdigit() and int(override) > 0:
+        return int(override)
+    if cpus is None:
+        try:
+            cpus = len(os.sched_getaffinity(0))
+        except AttributeError:  # not on Linux
+            cpus = os.cpu_count() or 1
+    return min(4, max(1, cpus // 2))
+
+
+MODEL_SLOTS = model_slots()  # shared by every route: the page and its API events, batches, and REST
 
 
 def error_response(status: int, message: str, **extra) -> JSONResponse:
@@ -409,20 +340,47 @@ def _status_for(exc: FakefaceError) -> int:
     return 413 if isinstance(exc, TooLargeError) else 400
 
 
-class ModelGate:
-    """Admission for model calls made from async code: `slots` run at once on a thread pool, `waiting` more may
-    queue, and anyone beyond that is told "busy" at once (so overload costs no memory).
+class _Job:
+    """One REST computation on the gate's pool: waiting for a model slot, running, or abandoned."""
 
-    A place is taken before the request body is read and is given back only when the work has really ended: a
-    request that gave up waiting (time limit) leaves its computation running, and that computation still
-    counts, so abandoned work cannot pile up behind the limit.
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.started = self.abandoned = False
+
+
+class ModelGate:
+    """The one admission gate for model calls, shared by every route of the server.
+
+    * `slot()`: a model call holds one of `slots` places while it runs; callers beyond that wait. The Gradio
+      events (in their worker threads), each image of a batch and each REST request take their place here, so
+      no more than `slots` model calls ever run at once, whichever routes they came from.
+    * `try_enter`/`run`/`leave` (async code, the REST route): `slots + waiting` REST requests may be held,
+      running or waiting for a slot; anyone beyond that is told "busy" at once (so overload costs no memory).
+      A place is taken before the request body is read and is given back only when the work has really ended:
+      a request that gave up waiting (time limit) leaves its computation running, and that computation still
+      counts, so abandoned work cannot pile up behind the limit.
     """
 
     def __init__(self, slots: int, waiting: int):
+        self.slots = slots
         self.capacity = slots + waiting
         self._pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="fakeface-model")
+        self._slots = threading.BoundedSemaphore(slots)
         self._lock = threading.Lock()
-        self.held = 0
+        self.held = 0  # REST requests admitted and not yet finished
+        self.running = 0  # model calls inside slot() now, from any route
+
+    @contextmanager
+    def slot(self):
+        """Hold one model slot for the duration (blocking until one is free)."""
+        with self._slots:
+            with self._lock:
+                self.running += 1
+            try:
+                yield
+            finally:
+                with self._lock:
+                    self.running -= 1
 
     def try_enter(self) -> bool:
         with self._lock:
@@ -435,20 +393,42 @@ class ModelGate:
         with self._lock:
             self.held -= 1
 
-    def run(self, fn) -> Future:
-        """Run fn on the pool; the caller's place passes to the work and is given back when it ends (or is
-        cancelled before it started)."""
-        future = self._pool.submit(fn)
+    def run(self, fn) -> tuple[Future, _Job]:
+        """Run fn in a model slot, on the pool; the caller's place passes to the work and is given back when it
+        ends (or is given up, see `abandon`, before it started)."""
+        job = _Job()
+
+        def work():
+            with self.slot():
+                with job.lock:
+                    if job.abandoned:
+                        return None
+                    job.started = True
+                return fn()
+
+        future = self._pool.submit(work)
         future.add_done_callback(lambda _: self.leave())
-        return future
+        return future, job
+
+    @staticmethod
+    def abandon(future: Future, job: _Job) -> bool:
+        """Give up work that has not started computing (queued, or waiting for a slot); False if it has."""
+        if future.cancel():
+            return True
+        with job.lock:
+            if job.started:
+                return False
+            job.abandoned = True
+            return True
 
 
-def rest_router(predictor: Predictor, model_name: str = "") -> APIRouter:
+def rest_router(predictor: Predictor, model_name: str = "", gate: ModelGate | None = None) -> APIRouter:
     """`POST /api/v1/predict`: multipart `file` (+ optional `threshold`) -> JSON; 4xx JSON for bad input,
     503 + Retry-After when busy, 504 past the time limit. Any other form field (a model id, a path) is ignored:
-    the model is the server's, chosen at start."""
+    the model is the server's, chosen at start. `gate`: the server's one ModelGate (app.py shares it with the
+    Gradio events); without one the route gets its own."""
     router = APIRouter()
-    gate = ModelGate(REST_CONCURRENCY, REST_MAX_WAITING)
+    gate = gate or ModelGate(MODEL_SLOTS, REST_MAX_WAITING)
     time_limit = REST_TIME_LIMIT_S
 
     @router.post(REST_PATH, openapi_extra=_OPENAPI_BODY, summary="Classify one image as REAL or FAKE")
@@ -460,6 +440,7 @@ def rest_router(predictor: Predictor, model_name: str = "") -> APIRouter:
             return error_response(503, "the server is busy; retry in a few seconds.")
         handed_over = False  # once the work is submitted, its end gives the place back
         work: Future | None = None
+        job: _Job | None = None
         filename = ""
         try:
             with anyio.fail_after(time_limit):
@@ -474,13 +455,13 @@ def rest_router(predictor: Predictor, model_name: str = "") -> APIRouter:
                     check_file_size(len(data))  # the name is in the reply already
                 except FakefaceError as exc:
                     return error_response(_status_for(exc), str(exc), filename=filename)
-                work = gate.run(lambda: predictor.predict_file(data, threshold=threshold, heatmap=False))
+                work, job = gate.run(lambda: predictor.predict_file(data, threshold=threshold, heatmap=False))
                 handed_over = True
                 pred = await asyncio.wrap_future(work)  # cancelling this cancels the work if not yet started
         except TimeoutError:
             if work is None:
                 return error_response(408, f"the request was not received within {time_limit:.0f} s.")
-            if work.cancel():  # still queued behind other requests: it never started
+            if gate.abandon(work, job):  # still queued behind other requests: it never started
                 return error_response(503, "the server is busy; retry in a few seconds.")
             return error_response(504, f"classifying took longer than the {time_limit:.0f} s limit; "
                                        "try a smaller image or retry later.")

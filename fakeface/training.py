@@ -8,6 +8,11 @@ Targets are is_fake (1 - dataset label), matching the model's single "fake" logi
 One code path for one process and many: under torchrun (see distributed.py) the model is wrapped in
 DistributedDataParallel, each rank trains on its share of every batch (`batch_size` is the global batch), losses
 and validation predictions are gathered from all ranks, and only rank 0 writes the log and checkpoints.
+
+Files in `out_dir`: `train_log.jsonl` (one line per epoch), `checkpoint.pt` (the last epoch's weights, optimiser,
+schedule, counters and config) and `best.safetensors` (the best epoch's weights, the ones `fit` leaves in the
+model). A run resumes only when asked (`resume=True`), and only with the config it was saved with, up to the fields
+in RESUMABLE_CHANGES; a fresh run deletes what an earlier one left.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -22,12 +28,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
 from torch import nn
 from torchvision.ops import sigmoid_focal_loss
 from tqdm.auto import tqdm
 
 from . import distributed
 from .errors import FakefaceError
+
+CHECKPOINT, BEST_WEIGHTS, TRAIN_LOG = "checkpoint.pt", "best.safetensors", "train_log.jsonl"
 
 
 @dataclass
@@ -56,6 +66,13 @@ class TrainConfig:
     # frozen-feature models: also train a 1-view probe that answers alone outside this P(fake) band
     early_exit_band: list | None = None
     precision: str = "auto"  # "auto" (bf16 where the hardware has it, see use_bf16), "bf16" or "fp32"
+    # frozen-feature models: cached variants of every training image (transforms.degrade specs, e.g. "aug:1");
+    # None keeps the ciplab recipe's one JPEG re-encoded copy ("jpeg:random") when robust_augmentation is on
+    feature_variants: list | None = None
+    # frozen-feature models: pseudo-fakes made from every training real ("sbi:1": one self-blended copy)
+    pseudo_fakes: list = field(default_factory=list)
+    # draw training items so that every (source, class) cell weighs the same, times its source's weight
+    balanced_sampling: bool = False
 
 
 PRESETS: dict[str, dict] = {
@@ -66,9 +83,17 @@ PRESETS: dict[str, dict] = {
                   scheduler="cosine"),
     # The shipped default: frozen CLIP features + a linear probe (see fakeface/default_model/README.md).
     # Head settings from 5-fold CV on ciplab (lr 1e-3/3e-4/1e-4, weight decay 0.01-2): all within 0.003 AUC.
-    "default": dict(arch="clip-vit-b16-probe", epochs=100, batch_size=64, lr=1e-4, weight_decay=0.05, loss="bce",
-                    scheduler="cosine", early_stopping_patience=15, early_exit_band=[0.05, 0.7]),
+    "ciplab": dict(arch="clip-vit-b16-probe", epochs=100, batch_size=64, lr=1e-4, weight_decay=0.05, loss="bce",
+                   scheduler="cosine", early_stopping_patience=15, early_exit_band=[0.05, 0.7]),
+    # Every kind of fake (composites, GAN, diffusion, face swaps): one 224 px view of the face crop, every
+    # source and class drawn equally often, a common-range augmented copy of each image and a self-blended
+    # pseudo-fake of each real. Recipe choice: scripts/experiments/README.md (multi-source section).
+    "multisource": dict(arch="clip-vit-b16-probe", epochs=100, batch_size=64, lr=1e-4, weight_decay=0.05,
+                        loss="bce", scheduler="cosine", early_stopping_patience=15, early_exit_band=[],
+                        features={"views": [[224, 1]], "layers": [5, 7, 9, 11], "tokens": ["cls", "patch_mean"]},
+                        feature_variants=["aug:1"], pseudo_fakes=["sbi:1"], balanced_sampling=True),
 }
+PRESETS["default"] = PRESETS["multisource"]
 
 
 def make_config(preset: str | None = None, **overrides) -> TrainConfig:
@@ -115,11 +140,91 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _tmp(path: Path) -> Path:
+    return path.with_suffix(path.suffix + ".tmp")
+
+
 def _atomic_save(obj, path: Path) -> None:
     """Write to a temp file, then rename: a kill mid-write never leaves a half checkpoint behind."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    torch.save(obj, _tmp(path))
+    os.replace(_tmp(path), path)
+
+
+# Config fields a resumed run may change, because they do not change what training computes from the checkpoint
+# on: `num_workers` (how many processes load the data; random augmentations then come from other worker seeds,
+# the recipe is the same) and `early_exit_band` (read after fit, by pipeline.train_early_exit, which always trains
+# afresh). `epochs` may change too with the plateau scheduler, to continue a run further (or stop it sooner); with
+# cosine it shapes the learning-rate schedule, so it must match. Every other field must be equal.
+RESUMABLE_CHANGES = ("num_workers", "early_exit_band")
+
+
+def config_differences(saved: dict, config: TrainConfig) -> dict[str, tuple]:
+    """{field: (checkpoint's value, current value)} for the fields that forbid resuming a run saved with `saved`."""
+    current = asdict(config)
+    free = set(RESUMABLE_CHANGES) | ({"epochs"} if saved.get("scheduler") == config.scheduler == "plateau" else set())
+    absent = "<absent>"  # a field the checkpoint's version of TrainConfig did not have
+    return {k: (saved.get(k, absent), current.get(k, absent)) for k in sorted(current.keys() | saved.keys())
+            if k not in free and saved.get(k, absent) != current.get(k, absent)}
+
+
+def check_resumable(saved: dict, config: TrainConfig, path: Path | str) -> None:
+    """Raise FakefaceError, naming the differing fields, unless a run saved with config `saved` may resume as
+    `config` (see RESUMABLE_CHANGES)."""
+    diffs = config_differences(saved, config)
+    if diffs:
+        listed = "; ".join(f"{k}: {old!r} there, {new!r} now" for k, (old, new) in diffs.items())
+        raise FakefaceError(f"Cannot resume {path}: it was saved with another config ({listed}); resume with the "
+                            f"same settings, or start afresh (`fakeface train --overwrite`, or another output folder).")
+
+
+def read_checkpoint(path: Path | str) -> dict:
+    """A checkpoint `fit` wrote (tensors and plain values only: weights_only never runs pickled code)."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+        raise FakefaceError(f"{path} is not a readable fakeface checkpoint ({exc}).") from None
+    if not isinstance(ckpt, dict) or not {"model", "state", "config"} <= ckpt.keys():
+        raise FakefaceError(f"{path} is not a fakeface checkpoint (no model, state and config in it).")
+    return ckpt
+
+
+def _save_best(weights: dict, epoch: int, path: Path) -> None:
+    """Write the best weights to `path`.tmp; `_commit_best` renames it once the checkpoint naming that epoch is
+    written. A kill in between leaves the finished .tmp, which `_load_best` picks up."""
+    save_file(weights, _tmp(path), metadata={"epoch": str(epoch)})
+
+
+def _commit_best(path: Path) -> None:
+    os.replace(_tmp(path), path)
+
+
+def _load_best(path: Path, epoch: int) -> dict:
+    """The best weights of (0-based) `epoch`, from `path`, or from the .tmp a kill left before its rename."""
+    for candidate in (path, _tmp(path)):
+        try:
+            with safe_open(candidate, framework="pt") as f:
+                saved_epoch = (f.metadata() or {}).get("epoch")
+        except (OSError, SafetensorError):  # absent, or a .tmp killed mid-write (the checkpoint is older then)
+            continue
+        if saved_epoch == str(epoch):
+            if candidate != path:
+                os.replace(candidate, path)
+            return load_file(path)
+    raise FakefaceError(f"Cannot resume: {path} does not hold the best weights (epoch {epoch + 1}) that the "
+                        f"checkpoint beside it names; start afresh (`fakeface train --overwrite`).")
+
+
+def _truncate_log(path: Path, epochs: int) -> None:
+    """Keep the log's first `epochs` lines: a kill after an epoch's line but before its checkpoint redoes it."""
+    if path.exists():
+        lines = path.read_text().splitlines(keepends=True)
+        if len(lines) > epochs:
+            path.write_text("".join(lines[:epochs]))
+
+
+def _weights_copy(model: nn.Module) -> dict:
+    """A CPU copy of the weights that safetensors can write (contiguous, no shared storage)."""
+    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
 
 
 
@@ -144,12 +249,24 @@ def _batch_to(batch, device, channels_last: bool):
     return x, y.to(device, dtype=torch.float32)
 
 
-def _load_checkpoint(path: Path, resume: bool):
-    """Rank 0 reads the checkpoint and hands it to every rank, so the other nodes need not share its disk."""
+def _load_checkpoint(out_dir: Path, config: TrainConfig, resume: bool):
+    """The checkpoint in `out_dir` with its best weights under "best" (None: start afresh). Rank 0 reads both and
+    hands them to every rank, so the other nodes need not share its disk; every rank raises the same refusal."""
     ckpt = None
-    if resume and distributed.world().is_main and path.exists():
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain values only
-    return distributed.broadcast_object(ckpt)
+    if resume and distributed.world().is_main and (out_dir / CHECKPOINT).exists():
+        try:
+            ckpt = read_checkpoint(out_dir / CHECKPOINT)
+            check_resumable(ckpt["config"], config, out_dir / CHECKPOINT)
+            # checkpoints written before best.safetensors carried a copy of the best weights in their state
+            ckpt["best"] = ckpt["state"].pop("best_model", None)
+            if ckpt["best"] is None and ckpt["state"]["best_epoch"] >= 0:
+                ckpt["best"] = _load_best(out_dir / BEST_WEIGHTS, ckpt["state"]["best_epoch"])
+        except FakefaceError as exc:
+            ckpt = {"error": str(exc)}
+    ckpt = distributed.broadcast_object(ckpt)
+    if ckpt is not None and "error" in ckpt:
+        raise FakefaceError(ckpt["error"])
+    return ckpt
 
 
 def _rank_share_loader(dataset, batch_size: int, num_workers: int):
@@ -197,11 +314,14 @@ def predict_logits(model, loader, device=None, mixed: bool = False) -> tuple[np.
 
 
 def fit(model: nn.Module, train_set, val_set, config: TrainConfig, out_dir: str | Path,
-        resume: bool = True, sampler_factory=None, is_main: bool | None = None) -> dict:
+        resume: bool = False, sampler_factory=None, is_main: bool | None = None) -> dict:
     """Train `model` in place; keep the best weights (lowest validation loss). Returns a summary dict.
 
     `train_set`/`val_set` yield (input, is_fake). Each epoch reseeds every RNG from (seed, epoch), so a run
     resumed from its last end-of-epoch checkpoint repeats exactly what an uninterrupted run would have done.
+    `resume=True` continues the checkpoint in `out_dir` (if there is one) and raises FakefaceError when it was
+    saved with another config (see RESUMABLE_CHANGES); otherwise training starts afresh and replaces whatever
+    an earlier run left in `out_dir` (checkpoint, best weights, log).
     `sampler_factory(dataset, epoch)` picks each epoch's training items for this rank (default:
     `distributed.epoch_sampler`, which makes N processes train exactly like one). `is_main` (default: rank 0)
     is the process that prints and writes files.
@@ -216,7 +336,7 @@ def fit(model: nn.Module, train_set, val_set, config: TrainConfig, out_dir: str 
     rank_batch = config.batch_size // w.world_size
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    ckpt_path, log_path = out_dir / "checkpoint.pt", out_dir / "train_log.jsonl"
+    ckpt_path, best_path, log_path = out_dir / CHECKPOINT, out_dir / BEST_WEIGHTS, out_dir / TRAIN_LOG
     device = pick_device()
     cuda = device.type == "cuda"
     mixed = use_bf16(config, device, getattr(model, "family", "pixels"))
@@ -233,17 +353,20 @@ def fit(model: nn.Module, train_set, val_set, config: TrainConfig, out_dir: str 
         steps = min(steps, config.max_steps_per_epoch)
     optimizer, scheduler = _make_optimizer(model, config, steps)
 
-    state = {"epoch": 0, "best_loss": float("inf"), "best_epoch": -1, "bad_epochs": 0, "best_model": None}
-    ckpt = _load_checkpoint(ckpt_path, resume)
+    state = {"epoch": 0, "best_loss": float("inf"), "best_epoch": -1, "bad_epochs": 0}
+    best = None  # the best epoch's weights (CPU), also in best.safetensors; the checkpoint holds no copy
+    ckpt = _load_checkpoint(out_dir, config, resume)
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
-        state = ckpt["state"]
+        state, best = ckpt["state"], ckpt["best"]
         if is_main:
             print(f"Resuming from {ckpt_path} after epoch {state['epoch']}")
-    elif log_path.exists() and is_main:
-        log_path.unlink()  # a fresh run starts a fresh log
+            _truncate_log(log_path, state["epoch"])
+    elif is_main:  # a fresh run: nothing of an earlier one may be resumed or reported later
+        for stale in (ckpt_path, best_path, _tmp(best_path), log_path):
+            stale.unlink(missing_ok=True)
 
     start = time.perf_counter()
     images_seen = 0
@@ -282,8 +405,8 @@ def fit(model: nn.Module, train_set, val_set, config: TrainConfig, out_dir: str 
 
         improved = val_loss < state["best_loss"] - 1e-6
         if improved:
-            state.update(best_loss=val_loss, best_epoch=epoch, bad_epochs=0,
-                         best_model={k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
+            state.update(best_loss=val_loss, best_epoch=epoch, bad_epochs=0)
+            best = _weights_copy(model)
         else:
             state["bad_epochs"] += 1
         state["epoch"] = epoch + 1
@@ -293,14 +416,18 @@ def fit(model: nn.Module, train_set, val_set, config: TrainConfig, out_dir: str 
         if is_main:
             with open(log_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
+            if improved:
+                _save_best(best, epoch, best_path)
             _atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                           "scheduler": scheduler.state_dict(), "state": state, "config": asdict(config)},
                          ckpt_path)
+            if improved:
+                _commit_best(best_path)
         if state["bad_epochs"] >= config.early_stopping_patience:
             break
 
-    if state["best_model"] is not None:
-        model.load_state_dict(state["best_model"])
+    if best is not None:  # what best.safetensors holds (every rank has it, so none need rank 0's disk)
+        model.load_state_dict(best)
     model.eval()
     elapsed = time.perf_counter() - start
     return {"best_epoch": state["best_epoch"] + 1, "best_val_loss": state["best_loss"], "epochs_run": state["epoch"],

@@ -456,3 +456,67 @@ def test_heatmap_overlay_colours_by_sign():
     assert out.shape == (128, 128, 3)
     left, right = out[64, 4], out[64, 123]
     assert left[2] > left[0] and right[0] > right[2]  # blue towards REAL on the left, red towards FAKE on the right
+
+
+# ------------------------------------------------------------------------------ one admission gate (issue 12)
+
+
+class _CountingPredictor(_FixedPredictor):
+    """Takes `seconds` per prediction and records how many ran at once, and from where."""
+
+    def __init__(self, seconds: float = 0.4):
+        super().__init__(0.7, face_found=False)
+        self.seconds, self.lock = seconds, threading.Lock()
+        self.now = self.peak = self.calls = 0
+
+    def predict_image(self, image, threshold=None, heatmap=False):
+        with self.lock:
+            self.now += 1
+            self.calls += 1
+            self.peak = max(self.peak, self.now)
+        try:
+            time.sleep(self.seconds)
+            return super().predict_image(image, threshold, heatmap)
+        finally:
+            with self.lock:
+                self.now -= 1
+
+
+def test_model_slots_follow_the_machine(monkeypatch):
+    monkeypatch.delenv("FAKEFACE_MODEL_SLOTS", raising=False)
+    assert [serving.model_slots(n) for n in (1, 2, 3, 4, 8, 64)] == [1, 1, 1, 2, 4, 4]
+    monkeypatch.setenv("FAKEFACE_MODEL_SLOTS", "3")
+    assert serving.model_slots(2) == 3
+
+
+def test_one_gate_for_the_page_api_batch_and_rest(monkeypatch):
+    """REST requests, /predict and /predict_batch events sent at once never run more model calls together
+    than the one gate has slots (here 1, a 2-core machine), and every one of them is answered."""
+    from gradio_client import Client
+
+    monkeypatch.setattr(serving, "MODEL_SLOTS", 1)
+    predictor = _CountingPredictor()
+    with running_app(predictor) as base:
+        paths = [httpx.post(f"{base}/gradio_api/upload", files={"files": (f"g{i}.png", photo_bytes(seed=i))},
+                            timeout=30).json()[0] for i in range(4)]
+        client = Client(base, verbose=False)
+        answers = {}
+
+        def rest(i):
+            answers[f"rest{i}"] = _post(base, files={"file": (f"r{i}.png", photo_bytes(seed=i))}).status_code
+
+        def gradio(i):
+            payload = {"path": paths[i], "meta": {"_type": "gradio.FileData"}}
+            api = "/predict_batch" if i == 3 else "/predict"
+            answers[f"gradio{i}"] = client.predict([payload] if i == 3 else payload, api_name=api)
+
+        threads = [threading.Thread(target=rest, args=(i,)) for i in range(4)]
+        threads += [threading.Thread(target=gradio, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+    assert [answers[f"rest{i}"] for i in range(4)] == [200] * 4
+    assert all(answers[f"gradio{i}"]["label"] for i in range(3)) and answers["gradio3"][0]["data"]
+    assert predictor.calls == 8
+    assert predictor.peak == 1  # never two model calls at once, whichever route they came from

@@ -178,3 +178,143 @@ def test_batched_prediction_matches_one_at_a_time(model_dir, images):
         assert got.fake_prob == pytest.approx(want.fake_prob, abs=1e-5) and got.label == want.label
         assert got.faces[0].box == want.faces[0].box and got.face_found == want.face_found
     assert predictor.predict_images([]) == []
+
+
+# --------------------------------------------------------------- `fakeface train` into a used folder (issue 12)
+#
+# The real CLI and training.fit, with the data/featurize/evaluate part of the pipeline replaced by a tiny net on
+# tensors: what is under test is who may write into --output-dir, and when a checkpoint may be resumed.
+
+
+class _TinyNet(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+        self.linear = torch.nn.Linear(4, 1)
+
+    def forward(self, x):
+        return self.linear(torch.relu(self.conv(x)).mean((2, 3))).squeeze(1)
+
+
+def _tiny_set(n, seed):
+    g = torch.Generator().manual_seed(seed)
+    fake = (torch.arange(n) % 2).float()
+    x = torch.rand(n, 3, 8, 8, generator=g)
+    x[:, 0] += fake[:, None, None]
+    return torch.utils.data.TensorDataset(x, fake)
+
+
+@pytest.fixture
+def pipeline_calls(monkeypatch):
+    """Stands in for pipeline.train_evaluate_save: fits the tiny net into output_dir/run, saves output_dir/model."""
+    from safetensors.torch import save_file
+
+    from fakeface import pipeline
+    from fakeface.training import fit
+
+    calls = []
+
+    def train_evaluate_save(source, output_dir, config, resume=False, **kwargs):
+        calls.append({"config": config, "resume": resume})
+        torch.manual_seed(config.seed)
+        model = _TinyNet()
+        summary = fit(model, _tiny_set(24, 0), _tiny_set(8, 1), config, Path(output_dir) / "run", resume=resume)
+        (Path(output_dir) / "model").mkdir(exist_ok=True)
+        save_file(model.state_dict(), Path(output_dir) / "model" / "model.safetensors")
+        return {"model_dir": str(Path(output_dir) / "model"), "training": summary}
+
+    monkeypatch.setattr(pipeline, "train_evaluate_save", train_evaluate_save)
+    return calls
+
+
+def train(out, *args) -> int:
+    return main(["train", "--data", "unused", "--output-dir", str(out), "--epochs", "2", "--batch-size", "8",
+                 "--precision", "fp32", *args])
+
+
+def checkpoint_config(out) -> dict:
+    return torch.load(Path(out) / "run" / "checkpoint.pt", weights_only=True)["config"]
+
+
+def test_train_refuses_a_used_output_dir_unless_resume_or_overwrite(pipeline_calls, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert train(out, "--lr", "0.01") == 0
+    weights = (out / "model" / "model.safetensors").read_bytes()
+    capsys.readouterr()
+    # issue 12: a second run with another lr and seed used to resume, train 0 epochs and ship run 1's weights
+    assert train(out, "--lr", "0.003", "--seed", "1") == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {out} is not empty: give --resume") and "--overwrite" in err
+    assert "Traceback" not in err and len(err.splitlines()) == 1
+    assert len(pipeline_calls) == 1 and (out / "model" / "model.safetensors").read_bytes() == weights
+
+
+def test_train_resume_continues_only_with_the_same_config(pipeline_calls, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert train(out, "--lr", "0.01") == 0
+    capsys.readouterr()
+    assert train(out, "--lr", "0.003", "--seed", "1", "--resume") == 2
+    err = capsys.readouterr().err
+    assert "error: Cannot resume" in err and "lr: 0.01 there, 0.003 now; seed: 0 there, 1 now" in err
+    assert len(pipeline_calls) == 1  # refused before any data is loaded
+    # same settings (a different worker count is allowed): resumes the finished run, trains nothing more
+    assert train(out, "--lr", "0.01", "--workers", "0", "--resume") == 0
+    assert pipeline_calls[-1]["resume"] is True
+    printed = capsys.readouterr().out
+    assert "Resuming from" in printed
+    summary = json.loads(printed[printed.index("{"):])["training"]
+    assert summary["epochs_run"] == 2 and summary["images_per_s"] is None  # nothing left to train
+    assert checkpoint_config(out)["lr"] == 0.01
+    assert [json.loads(line)["epoch"] for line in (out / "run" / "train_log.jsonl").read_text().splitlines()] == [1, 2]
+
+
+def test_train_resume_into_an_empty_folder_starts_and_a_folder_without_checkpoint_is_refused(
+        pipeline_calls, tmp_path, capsys):
+    assert train(tmp_path / "new", "--resume") == 0  # nothing to resume yet: the same command can be rerun
+    assert pipeline_calls[-1]["resume"] is True and (tmp_path / "new" / "run" / "checkpoint.pt").exists()
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    assert train(tmp_path / "other", "--resume") == 2
+    assert "holds no checkpoint (run/checkpoint.pt)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train(tmp_path / "new", "--resume", "--overwrite")  # one or the other
+
+
+def test_train_overwrite_replaces_only_the_runs_own_outputs(pipeline_calls, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert train(out, "--lr", "0.01") == 0
+    (out / "eval").mkdir()
+    (out / "eval" / "metrics.json").write_text("{}")
+    (out / "run" / "best.safetensors.tmp").write_bytes(b"left by a kill")
+    assert train(out, "--lr", "0.003", "--seed", "1", "--overwrite") == 0
+    assert pipeline_calls[-1]["resume"] is False
+    assert checkpoint_config(out)["lr"] == 0.003 and checkpoint_config(out)["seed"] == 1
+    assert not (out / "eval").exists() and not (out / "run" / "best.safetensors.tmp").exists()
+    # anything else in the folder: --overwrite deletes nothing and says what is in the way
+    (out / "notes.txt").write_text("mine")
+    capsys.readouterr()
+    assert train(out, "--lr", "0.001", "--overwrite") == 2
+    assert "also holds notes.txt" in capsys.readouterr().err
+    assert (out / "notes.txt").read_text() == "mine" and checkpoint_config(out)["lr"] == 0.003
+
+
+def test_train_space_forwards_to_train_and_refuses_a_used_folder(pipeline_calls, tmp_path, monkeypatch, capsys):
+    import runpy
+    import sys
+
+    out = tmp_path / "out"
+    assert train(out) == 0
+    script = Path(__file__).resolve().parents[1] / "train_space.py"
+    monkeypatch.setattr(sys, "argv", ["train_space.py", "--data", "unused", "--output-dir", str(out),
+                                      "--epochs", "2", "--batch-size", "8", "--lr", "0.003"])
+    with pytest.raises(SystemExit) as exit_:
+        runpy.run_path(str(script), run_name="__main__")
+    assert exit_.value.code == 2 and "is not empty" in capsys.readouterr().err
+    assert len(pipeline_calls) == 1
+
+
+def test_crossval_has_no_resume_option():
+    from fakeface.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["crossval", "--data", "x", "--output-dir", "y", "--resume"])

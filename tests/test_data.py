@@ -193,7 +193,7 @@ def hub_like(names: list[str], labels: list[int], image_column: str = "image", l
 def test_normalise_labels_swapped_names():
     ds = normalise_labels(hub_like(["Real", "Fake"], [0, 1, 1, 0]))  # Hub order: 0 = Real
     check_schema(ds)
-    assert ds.column_names == ["image", "label", "path", "difficulty"]
+    assert ds.column_names == ["image", "label", "path", "difficulty", "source", "group"]
     assert ds["label"][:] == [REAL, FAKE, FAKE, REAL]
     assert [np.asarray(im)[0, 0, 0] for im in ds["image"][:]] == [0, 40, 80, 120]  # rows keep their images
 

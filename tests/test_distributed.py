@@ -55,10 +55,10 @@ def tensor_set(n: int, seed: int):
     return torch.utils.data.TensorDataset(x, fake)
 
 
-def train(out_dir: Path):
+def train(out_dir: Path, resume: bool = False):
     torch.manual_seed(0)
     model = TinyNet()
-    summary = fit(model, tensor_set(36, 0), tensor_set(9, 1), CONFIG, out_dir)  # 36: the last batch is dropped
+    summary = fit(model, tensor_set(36, 0), tensor_set(9, 1), CONFIG, out_dir, resume=resume)  # 36: last batch dropped
     return model, summary
 
 
@@ -79,10 +79,13 @@ class RecordingFeaturizer:
     def __init__(self):
         self.computed = []
 
-    def __call__(self, image):
+    def fingerprint(self):
+        return {"backbone_sha256": "recording", "views": RECIPE["views"]}
+
+    def summary(self, image):
         red = float(np.asarray(image)[0, 0, 0])
         self.computed.append(red)
-        return np.full(768, red, np.float32)
+        return np.full((1, 12, 2, 768), red, np.float32)
 
 
 def featurize_images(cache_dir: Path):
@@ -109,7 +112,7 @@ def _rank_main(rank: int, port: int, root: str) -> None:
     try:
         out = root / f"run{rank}"  # separate folders: only rank 0 may write, and rank 1 must not need its disk
         model, summary = train(out)
-        resumed, resumed_summary = train(out)  # rank 0's finished checkpoint, handed to rank 1 too
+        resumed, resumed_summary = train(out, resume=True)  # rank 0's finished checkpoint, handed to rank 1 too
         feats, computed = featurize_images(root / "cache")
         torch.save({"state": model.state_dict(), "summary": summary, "resumed": resumed.state_dict(),
                     "resumed_summary": resumed_summary, "features": feats, "computed": computed},
@@ -170,6 +173,7 @@ def test_resume_hands_rank_0_checkpoint_to_every_rank(ranks):
     _, saved = ranks
     for rank in saved:  # rank 1's folder is empty: it resumed from what rank 0 broadcast
         assert rank["resumed_summary"]["epochs_run"] == 2
+        assert rank["resumed_summary"]["images_per_s"] is None  # resumed the finished run: trained nothing more
         for key, value in rank["state"].items():
             assert torch.equal(rank["resumed"][key], value), key
 

@@ -478,7 +478,7 @@ def gated(monkeypatch, workdir):
             gates.append(self)
 
     monkeypatch.setattr(serving, "ModelGate", RecordedGate)
-    monkeypatch.setattr(serving, "REST_CONCURRENCY", 1)
+    monkeypatch.setattr(serving, "MODEL_SLOTS", 1)
     monkeypatch.setattr(serving, "REST_MAX_WAITING", 1)
     monkeypatch.setattr(serving, "REST_TIME_LIMIT_S", 1.5)
     predictor = _GatedPredictor()

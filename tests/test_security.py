@@ -4,7 +4,9 @@ or logged, and no request can choose the model (a model id or path sent by a cli
 from __future__ import annotations
 
 import ast
+import json
 import logging
+import os
 import re
 import uuid
 from pathlib import Path
@@ -192,3 +194,253 @@ def test_pages_do_not_show_the_token(served):
     _, url = served
     for route in ("/", "/config", "/gradio_api/info", "/api/v1/openapi.json"):
         assert SERVER_SECRET not in httpx.get(f"{url}{route}", timeout=30).text, route
+
+
+# ------------------------------------------------------------------------ files a client may name (issue 16)
+
+
+def _upload_folder() -> Path:
+    from gradio.utils import get_upload_folder
+
+    return Path(get_upload_folder()).resolve()
+
+
+def _upload(url: str, name: str, data: bytes) -> str:
+    (path,) = httpx.post(f"{url}/gradio_api/upload", files={"files": (name, data)}, timeout=30).json()
+    return path
+
+
+def _file(path: str) -> dict:
+    return {"path": path, "meta": {"_type": "gradio.FileData"}}
+
+
+def call(url: str, api: str, data: list, session: str | None = None) -> tuple[str, object]:
+    """(event, data) of a raw-HTTP Gradio call: POST /gradio_api/call/<api>, then read its event stream."""
+    body = {"data": data, **({"session_hash": session} if session else {})}
+    r = httpx.post(f"{url}/gradio_api/call/{api}", json=body, timeout=30)
+    assert r.status_code == 200, r.text
+    stream = httpx.get(f"{url}/gradio_api/call/{api}/{r.json()['event_id']}", timeout=120).text
+    event = payload = None
+    for line in stream.splitlines():
+        if line.startswith("event: "):
+            event = line.removeprefix("event: ")
+        elif line.startswith("data: ") and event in ("complete", "error"):
+            payload = json.loads(line.removeprefix("data: "))
+    return event, payload
+
+
+def _refused(answer) -> bool:
+    from fakeface.uploads import UPLOAD_AGAIN
+
+    event, payload = answer
+    message = payload.get("error") if isinstance(payload, dict) else payload
+    return event == "error" and message == UPLOAD_AGAIN
+
+
+@pytest.fixture
+def secret(tmp_path) -> Path:
+    """An image outside the upload folder (classifiable if opened), its access time set far back."""
+    path = tmp_path / "secret" / "photo.png"
+    path.parent.mkdir()
+    path.write_bytes(photo_bytes(seed=3))
+    os.utime(path, (946684800, path.stat().st_mtime))  # atime 2000-01-01, before mtime: any read updates it
+    return path
+
+
+@pytest.fixture
+def opened(monkeypatch):
+    """Every path the server process opens (builtins.open / io.open) and every URL Gradio would download,
+    while the test runs."""
+    import builtins
+    import io as io_module
+
+    import gradio.processing_utils as pu
+
+    seen: list[str] = []
+    real_open = builtins.open
+
+    def spying_open(file, *args, **kwargs):
+        if isinstance(file, (str, Path)):
+            seen.append(os.path.realpath(file))
+        return real_open(file, *args, **kwargs)
+
+    def no_download(url, *args, **kwargs):
+        seen.append(str(url))
+        raise AssertionError(f"the server tried to download {url}")
+
+    monkeypatch.setattr(builtins, "open", spying_open)
+    monkeypatch.setattr(io_module, "open", spying_open)
+    monkeypatch.setattr(pu, "async_ssrf_protected_download", no_download)
+    monkeypatch.setattr(pu, "save_url_to_cache", no_download)
+    return seen
+
+
+def _not_touched(path: Path, opened: list[str]) -> bool:
+    return str(path.resolve()) not in opened and path.stat().st_atime == 946684800
+
+
+def _named_paths(secret: Path, url: str) -> dict[str, str]:
+    """Ways to name `secret` (outside the upload folder) or another server resource, by kind."""
+    uploads = _upload_folder()
+    link_dir = uploads / f"link-{uuid.uuid4().hex}"
+    link_dir.mkdir()
+    (link_dir / "photo.png").symlink_to(secret)  # a link planted in the upload folder, pointing outside it
+    return {
+        "absolute": str(secret),
+        "dot-dot": str(uploads / os.path.relpath(secret, uploads)),  # starts in the upload folder, climbs out
+        "symlink": str(link_dir / "photo.png"),
+        "url": f"{url}/gradio_api/file={secret}",
+        "public-url": "https://example.com/photo.png",
+        "relative": "photo.png",
+    }
+
+
+@pytest.mark.parametrize("api", ["predict", "analyse", "predict_batch"])
+def test_events_refuse_paths_they_were_not_given(served, secret, opened, api):
+    _, url = served
+    names = _named_paths(secret, url)
+    missing = str(_upload_folder() / uuid.uuid4().hex / "gone.png")
+    for kind, path in {**names, "missing": missing}.items():
+        for payload in (_file(path), {"path": path}, path):  # FileData, without its meta, a bare string
+            data = [[payload], None] if api == "predict_batch" else [payload, None]
+            answer = call(url, api, data, session=uuid.uuid4().hex)
+            assert _refused(answer), (kind, payload, answer)  # one message, whether the file exists or not
+    assert _not_touched(secret, opened), [p for p in opened if "secret" in p or "://" in p]
+    assert not [p for p in opened if "://" in p]
+
+
+def test_normal_upload_still_works_over_raw_http(served):
+    _, url = served
+    path = _upload(url, "mine.png", photo_bytes(seed=11))
+    event, data = call(url, "predict", [_file(path), 0.5], session="raw-client")
+    assert event == "complete" and data[0]["label"] in ("REAL", "FAKE")
+    assert not Path(path).exists()  # the request that used the upload deleted it
+    path = _upload(url, "mine.png", photo_bytes(seed=11))
+    event, data = call(url, "analyse", [_file(path), 0.5], session="raw-client")
+    assert event == "complete" and "Fake probability" in data[1] and data[2] is not None
+    assert call(url, "analyse", [_file(path), 0.3], session="raw-client")[0] == "complete"  # again: same session
+
+
+def test_another_sessions_upload_is_refused_and_kept(served, opened):
+    _, url = served
+    image = photo_bytes(seed=12)
+    path = _upload(url, "theirs.png", image)
+    assert call(url, "analyse", [_file(path), 0.5], session="owner")[0] == "complete"
+    del opened[:]
+    for api, data in (("analyse", [_file(path), 0.5]), ("predict", [_file(path), 0.5]),
+                      ("predict_batch", [[_file(path)], 0.5])):
+        assert _refused(call(url, api, data, session="intruder")), api
+    assert Path(path).is_file()  # the intruder's /predict did not get it deleted
+    assert os.path.realpath(path) not in opened  # nor read
+    assert call(url, "predict", [_file(path), 0.5], session="owner")[0] == "complete"  # the owner can, once
+    assert not Path(path).exists()
+
+
+def test_upload_used_by_its_request_not_released_by_naming_it(served):
+    """An upload not yet used belongs to whoever uses it first; once used and released it is gone for all."""
+    _, url = served
+    path = _upload(url, "once.png", photo_bytes(seed=13))
+    assert call(url, "predict", [_file(path), 0.5], session="first")[0] == "complete"
+    assert _refused(call(url, "predict", [_file(path), 0.5], session="first"))  # released: not named back
+    assert _refused(call(url, "predict", [_file(path), 0.5], session="second"))
+
+
+def test_gradio_client_cannot_name_server_paths(served, secret, opened):
+    from gradio_client import Client, handle_file
+
+    _, url = served
+    names = _named_paths(secret, url)
+    client = Client(url, verbose=False)
+    for kind in ("absolute", "dot-dot", "symlink"):
+        with pytest.raises(Exception, match="upload the image again"):  # sent as is: not uploaded by the client
+            client.predict({"path": names[kind]}, api_name="/predict")
+        with pytest.raises(Exception, match="upload the image again"):
+            client.predict({"path": names[kind]}, api_name="/analyse")
+    with pytest.raises(Exception, match="upload the image again"):  # a URL is passed on, for the server to fetch
+        client.predict(handle_file(names["url"]), api_name="/predict")
+    with pytest.raises(Exception, match="upload the image again"):
+        client.predict([handle_file(names["url"])], api_name="/predict_batch")
+    assert _not_touched(secret, opened)
+    assert not [p for p in opened if "://" in p]
+
+
+def test_gradio_client_cannot_use_another_clients_upload(served, tmp_path):
+    from gradio_client import Client, handle_file
+
+    _, url = served
+    owner, intruder = Client(url, verbose=False), Client(url, verbose=False)
+    photo = tmp_path / "owned.png"
+    photo.write_bytes(photo_bytes(seed=14))
+    job = owner.submit(handle_file(str(photo)), api_name="/analyse")
+    job.result(timeout=120)
+    (path,) = [p for p in _upload_folder().glob("*/owned.png")]
+    with pytest.raises(Exception, match="upload the image again"):
+        intruder.predict({"path": str(path)}, api_name="/predict")
+    assert path.is_file()
+    assert owner.predict(handle_file(str(photo)), api_name="/predict")["label"] in ("REAL", "FAKE")
+
+
+def test_checked_path_resolves_before_deciding(tmp_path):
+    from fakeface.uploads import UploadRefused, checked_path
+
+    root = tmp_path / "uploads"
+    (root / "a").mkdir(parents=True)
+    inside = root / "a" / "x.png"
+    inside.write_bytes(b"x")
+    outside = tmp_path / "outside.png"
+    outside.write_bytes(b"x")
+    (root / "a" / "link.png").symlink_to(outside)
+    (root / "a" / "inner.png").symlink_to(inside)
+    assert checked_path(str(inside), root) == str(inside.resolve())
+    assert checked_path(str(root / "a" / "inner.png"), root) == str(inside.resolve())  # a link that stays inside
+    assert checked_path(str(outside), root, keep=[outside]) == str(outside.resolve())  # the app's own files
+    for bad in (str(outside), str(root / "a" / "link.png"), str(root / ".." / "outside.png"), str(root),
+                "a/x.png", "http://x/y.png", "file:///etc/hostname", "", None, 3, ["x"], str(inside) + "\0"):
+        with pytest.raises(UploadRefused):
+            checked_path(bad, root)
+
+
+def test_tracker_binds_uploads_to_the_session_that_uses_them(tmp_path):
+    from fakeface.uploads import UploadRefused, UploadTracker
+
+    root = tmp_path / "uploads"
+    (root / "h").mkdir(parents=True)
+    shared = root / "h" / "a.png"
+    shared.write_bytes(b"x")
+    tracker = UploadTracker()
+    with pytest.raises(UploadRefused):  # never handed out: nobody may name it
+        tracker.admit(str(shared), "a", root)
+    tracker.claim([str(shared), str(shared)])  # two clients upload the same photo
+    tracker.admit(str(shared), "page-a", root)
+    tracker.admit(str(shared), "page-a", root)  # the page again (threshold moved): takes no second upload
+    tracker.admit(str(shared), "api-b", root, releasing=True)
+    with pytest.raises(UploadRefused):
+        tracker.admit(str(shared), "c", root)
+    tracker.release([shared], root, session="c")  # c holds nothing: nothing given back, nothing deleted
+    assert shared.exists() and tracker.pending(shared) == 2
+    tracker.release([shared], root, session="api-b")
+    assert shared.exists() and tracker.pending(shared) == 1  # page-a still has it
+    tracker.release([shared], root, session="page-a")
+    assert not shared.exists()
+
+
+def test_batch_zip_entries_cannot_escape_over_http(served, tmp_path):
+    import io as io_module
+    import zipfile
+
+    _, url = served
+    marker = f"escaped-{uuid.uuid4().hex[:8]}"
+    buf = io_module.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name in (f"../../{marker}.png", f"/{marker}.png", f"ok/../../{marker}.png", "good.png"):
+            zf.writestr(name, photo_bytes())
+    path = _upload(url, "evil.zip", buf.getvalue())
+    event, (table, _, summary) = call(url, "predict_batch", [[_file(path)], 0.5], session="zipper")
+    assert event == "complete"
+    rows = {row[0]: row for row in table["data"]}
+    assert rows["evil.zip/good.png"][3].split()[0] in ("REAL", "FAKE")
+    assert sum(1 for row in rows.values() if row[3] == "error" and "skipped" in row[4]) == 3
+    uploads = _upload_folder()
+    for folder in (uploads, uploads.parent, tmp_path, Path.cwd()):
+        assert not list(folder.rglob(f"{marker}*")), folder
+    assert not Path(path).exists()

@@ -1,13 +1,16 @@
 import json
+from dataclasses import asdict, replace
 
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 from sklearn.metrics import roc_auc_score
 
 from fakeface.models import create_model
 from fakeface.errors import FakefaceError
-from fakeface.training import TrainConfig, fit, loss_fn, make_config, predict_logits, use_bf16
+from fakeface.training import (RESUMABLE_CHANGES, TrainConfig, config_differences, fit, loss_fn, make_config,
+                               predict_logits, use_bf16)
 from fakeface.transforms import eval_transform
 
 from helpers import cue_image
@@ -114,7 +117,7 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path):
         torch.manual_seed(0)
         model = create_model("efficientnet-lite0", pretrained=False, input_size=64)
         train = _KilledAfter(_tensor_set(model, 24, 0), kill_after)
-        fit(model, train, _tensor_set(model, 8, 1), config, out)
+        fit(model, train, _tensor_set(model, 8, 1), config, out, resume=True)
         return model
 
     straight = run(tmp_path / "a")
@@ -126,3 +129,136 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path):
         assert torch.allclose(a.float(), b.float(), atol=1e-6), k
     log = (tmp_path / "b" / "train_log.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in log] == [1, 2, 3]
+
+
+# ------------------------------------------------------------------- resuming only when asked (issue 12)
+#
+# A tiny conv net on 8x8 noise with a learnable cue: each fit takes well under a second.
+
+
+class _TinyNet(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+        self.linear = torch.nn.Linear(4, 1)
+
+    def forward(self, x):
+        return self.linear(torch.relu(self.conv(x)).mean((2, 3))).squeeze(1)
+
+
+def _tiny_set(n, seed):
+    g = torch.Generator().manual_seed(seed)
+    fake = (torch.arange(n) % 2).float()
+    x = torch.rand(n, 3, 8, 8, generator=g)
+    x[:, 0] += fake[:, None, None]
+    return torch.utils.data.TensorDataset(x, fake)
+
+
+TINY = TrainConfig(arch="tiny", epochs=3, batch_size=8, lr=1e-2, loss="bce", scheduler="cosine",
+                   early_stopping_patience=10, precision="fp32")
+
+
+def _tiny_fit(out, config=TINY, resume=False):
+    torch.manual_seed(0)
+    model = _TinyNet()
+    summary = fit(model, _tiny_set(24, 0), _tiny_set(8, 1), config, out, resume=resume)
+    return model, summary
+
+
+def _log_epochs(out):
+    return [json.loads(line)["epoch"] for line in (out / "train_log.jsonl").read_text().splitlines()]
+
+
+def test_a_second_run_into_the_same_folder_trains_afresh_by_default(tmp_path):
+    _tiny_fit(tmp_path)
+    other = replace(TINY, lr=3e-3, seed=1)
+    model, summary = _tiny_fit(tmp_path, other)  # issue 12: this used to resume, train 0 epochs, report run 1
+    assert summary["epochs_run"] == 3 and summary["images_per_s"] is not None  # it trained
+    assert _log_epochs(tmp_path) == [1, 2, 3]  # a fresh log, not run 1's lines plus its own
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["config"] == asdict(other)
+    fresh, _ = _tiny_fit(tmp_path / "alone", other)  # the same as that config trained in an empty folder
+    for key, value in fresh.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
+
+
+def test_resume_refuses_a_checkpoint_saved_with_another_config_naming_the_fields(tmp_path):
+    _tiny_fit(tmp_path)
+    before = (tmp_path / "checkpoint.pt").read_bytes()
+    with pytest.raises(FakefaceError, match=r"another config \(lr: 0\.01 there, 0\.003 now; seed: 0 there, 1 now\)"):
+        _tiny_fit(tmp_path, replace(TINY, lr=3e-3, seed=1), resume=True)
+    with pytest.raises(FakefaceError, match=r"epochs: 3 there, 5 now"):  # cosine: epochs shape the schedule
+        _tiny_fit(tmp_path, replace(TINY, epochs=5), resume=True)
+    assert (tmp_path / "checkpoint.pt").read_bytes() == before  # a refusal touches nothing
+    # the same config resumes the finished run: nothing left to train, the same weights
+    model, summary = _tiny_fit(tmp_path, replace(TINY, num_workers=0), resume=True)
+    assert summary["epochs_run"] == 3 and summary["images_per_s"] is None
+
+
+def test_which_config_changes_a_resume_allows():
+    saved = asdict(TINY)
+    assert RESUMABLE_CHANGES == ("num_workers", "early_exit_band")
+    assert config_differences(saved, replace(TINY, num_workers=4, early_exit_band=[0.1, 0.9])) == {}
+    assert config_differences(saved, replace(TINY, epochs=9)) == {"epochs": (3, 9)}  # cosine: T_max
+    plateau = replace(TINY, scheduler="plateau")
+    assert config_differences(asdict(plateau), replace(plateau, epochs=9)) == {}  # continue a plateau run
+    assert set(config_differences(saved, replace(TINY, precision="bf16", max_steps_per_epoch=2, features={"a": 1}))) \
+        == {"precision", "max_steps_per_epoch", "features"}
+    older = {k: v for k, v in saved.items() if k != "precision"}  # a checkpoint from before a field existed
+    assert config_differences(older, TINY) == {"precision": ("<absent>", "fp32")}
+
+
+def test_raising_epochs_continues_a_plateau_run_like_an_uninterrupted_one(tmp_path):
+    short, longer = replace(TINY, scheduler="plateau", epochs=2), replace(TINY, scheduler="plateau", epochs=4)
+    _tiny_fit(tmp_path / "b", short)
+    continued, summary = _tiny_fit(tmp_path / "b", longer, resume=True)
+    straight, want = _tiny_fit(tmp_path / "a", longer)
+    assert summary["epochs_run"] == 4 and _log_epochs(tmp_path / "b") == [1, 2, 3, 4]
+    assert summary["best_epoch"] == want["best_epoch"]
+    for key, value in straight.state_dict().items():
+        assert torch.allclose(continued.state_dict()[key], value, atol=1e-6), key
+
+
+def test_best_weights_are_their_own_safetensors_file_not_inside_the_checkpoint(tmp_path):
+    model, summary = _tiny_fit(tmp_path)
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert set(ckpt) == {"model", "optimizer", "scheduler", "state", "config"}
+    assert set(ckpt["state"]) == {"epoch", "best_loss", "best_epoch", "bad_epochs"}  # no second copy of weights
+    best = load_file(tmp_path / "best.safetensors")
+    assert best.keys() == model.state_dict().keys() and not list(tmp_path.glob("*.tmp"))
+    for key, value in model.state_dict().items():  # fit leaves the best weights in the model
+        assert torch.equal(best[key], value), key
+    # on resume the best weights come from that file (here: altered, so they differ from the checkpoint's)
+    altered = {k: v + 1 for k, v in best.items()}
+    save_file(altered, tmp_path / "best.safetensors", metadata={"epoch": str(summary["best_epoch"] - 1)})
+    resumed, _ = _tiny_fit(tmp_path, resume=True)
+    for key, value in altered.items():
+        assert torch.equal(resumed.state_dict()[key], value), key
+
+
+def test_a_kill_between_checkpoint_and_best_weights_rename_resumes_the_right_best(tmp_path):
+    model, summary = _tiny_fit(tmp_path)
+    best_epoch = summary["best_epoch"] - 1  # 0-based, as the checkpoint names it
+    # the checkpoint names best_epoch, the renamed file is still an older one, the finished .tmp is the right one
+    (tmp_path / "best.safetensors").rename(tmp_path / "best.safetensors.tmp")
+    save_file({k: torch.zeros_like(v) for k, v in model.state_dict().items()}, tmp_path / "best.safetensors",
+              metadata={"epoch": str(best_epoch - 1)})
+    resumed, _ = _tiny_fit(tmp_path, resume=True)
+    for key, value in model.state_dict().items():
+        assert torch.equal(resumed.state_dict()[key], value), key
+    assert not (tmp_path / "best.safetensors.tmp").exists()
+    assert load_file(tmp_path / "best.safetensors").keys() == model.state_dict().keys()
+    # best weights that match no epoch of the checkpoint: refused, not silently used
+    save_file({k: torch.zeros_like(v) for k, v in model.state_dict().items()}, tmp_path / "best.safetensors",
+              metadata={"epoch": "99"})
+    with pytest.raises(FakefaceError, match="does not hold the best weights"):
+        _tiny_fit(tmp_path, resume=True)
+
+
+def test_a_fresh_run_deletes_what_a_killed_earlier_run_left(tmp_path):
+    _tiny_fit(tmp_path)
+    (tmp_path / "best.safetensors.tmp").write_bytes(b"half written")
+    with pytest.raises(KeyboardInterrupt):  # killed in epoch 1, before any checkpoint of its own
+        torch.manual_seed(0)
+        fit(_TinyNet(), _KilledAfter(_tiny_set(24, 0), 4), _tiny_set(8, 1), replace(TINY, seed=5), tmp_path)
+    assert not any((tmp_path / name).exists() for name in (
+        "checkpoint.pt", "best.safetensors", "best.safetensors.tmp", "train_log.jsonl"))
