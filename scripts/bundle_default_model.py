@@ -20,21 +20,39 @@ from fakeface.model_card import crossval_table, write_model_card  # noqa: E402
 from fakeface.models import FakeFaceModel  # noqa: E402
 from fakeface.training import TrainConfig  # noqa: E402
 
-DATA_TEXT = """The ciplab "Real and Fake Face Detection" set (Kaggle, Yonsei University): 600x600 face photos; the fakes
-are expert Photoshop composites (eyes, nose, mouth pasted from other faces), labelled easy / mid / hard by their
-makers. We trained on the 80% of it we have (865 real, 768 fake), split by label and difficulty with seed 0 into
-train / validation (early stopping, temperature, threshold) / test (the figures below). No licence accompanies
-the copies we used: the images are research data under the dataset's own terms and are not redistributed."""
+DATA_TEXT = """Five sources, in `real/` + `fake/` folders (`../shared/data`, see its README), each with its own terms.
+**The weights were trained on research and non-commercial data**: whoever uses them must check that their use
+fits every source's terms below; we read them as allowing research and non-commercial use at most (FFHQ's
+CC BY-NC-SA licence is explicitly non-commercial, DFDC's terms are research-only). No training image is
+redistributed with the model or the project.
+
+| source | what | fake | real | origin | terms |
+|---|---|---|---|---|---|
+| ciplab | expert Photoshop composites (eyes, nose, mouth pasted from other faces), 600 px, labelled easy / mid / hard | 768 | 865 | Kaggle "Real and Fake Face Detection" (ciplab, Yonsei University), 80% of it | no licence file; research data under the dataset's own terms |
+| stylegan-boredhumans | StyleGAN faces from a "this person does not exist"-style site | 600 | | GitHub BaseMax/FakeFaces | repository GPL-3.0; generated images |
+| sd21-sdfd | Stable Diffusion 2.1 portraits from diverse prompts (SDFD, FG 2024) | 500 | | GitHub gebaltso/SDFD | no licence file; research dataset, cite the paper |
+| ffhq-real | FFHQ photos (Flickr-Faces-HQ) | | 400 | GitHub dinablachman/realorfake | CC BY-NC-SA 4.0 (non-commercial), images under their Flickr licences |
+| dfdc | 224 px face crops of DFDC video frames: each fake a face swap of the real video beside it | 600 | 600 | GitHub i-Shreyansh/DeepFake-Detection | DFDC: research use under the DFDC dataset terms |
+| self-blend (made here) | each training real blended with a colour-, scale- and sharpness-jittered copy of itself through a soft face mask (after Shiohara & Yamasaki, CVPR 2022) | one per real | | `fakeface/self_blend.py` | derived from the reals above, same terms |
+
+The generated sets and FFHQ were downscaled to at most 384 px and saved as JPEG q90 by whoever prepared them,
+so no class carries a processing history of its own; every training image also contributes one augmented copy
+re-sized to a longer side of 160-512 px, sometimes blurred, and re-encoded at JPEG quality 50-95, and every
+source and class is drawn equally often. Splits are stratified by source, class and difficulty with seed 0,
+each DFDC swap in the same split as its original: train / validation (early stopping, temperature, threshold) /
+test (the figures below)."""
 
 LIMITS = """## What this model does not do
 
-- **GAN and diffusion faces.** It learnt one kind of fake: composites of real photos. Faces made whole by
-  StyleGAN or a diffusion model contain no pasted regions. The project's earlier check on StyleGAN2 faces found
-  every ciplab-trained model it tried (frozen CLIP and EfficientNet probes, fine-tuned EfficientNet) near chance;
-  this model was not re-measured there and should be expected to do no better. A REAL verdict does not mean
-  "not AI-generated".
-- **Face swaps and retouching** other than region pasting were not in the training data.
-- The figures come from one dataset's held-out part; other cameras, compressions and framings will do worse.
+- **Generator families it never saw.** It was trained on one GAN family (StyleGAN), one diffusion model
+  (Stable Diffusion 2.1), one face-swap method set (DFDC) and one kind of composite (ciplab). Leaving one of them
+  out of training and testing on it (table above) shows how far it reaches to a family it never saw: newer or
+  different generators may pass as REAL. A REAL verdict means "no trace this model knows was found", not
+  "authentic" and not "not AI-generated".
+- **Real photos it accuses.** The real-photo rates above come from three kinds of real photos (ciplab's
+  portraits, FFHQ, DFDC video frames); heavily compressed video frames are accused most. Other cameras,
+  filters, beauty retouching and compressions will do differently.
+- The figures come from held-out parts of the training sources, not from independent data.
 - Heat maps show where the linear probe's patch-level evidence lies (exact for the patch-mean terms of the
   logit), not an outline of edited regions."""
 

@@ -34,9 +34,21 @@ real_idx = np.flatnonzero(y == 0)
 detector = FaceDetector()
 everything = create_model("clip-vit-b16-probe", features={**PRESETS["multisource"]["features"],
                                                           "layers": list(range(12)), "tokens": ["cls", "patch_mean"]})
-X = {v: featurize(ds, everything, detector, degradation=v) for v in (None, "aug:1")}
-X["sbi:1"] = np.zeros_like(X[None])
-X["sbi:1"][real_idx] = featurize(ds.select(real_idx.tolist()), everything, detector, degradation="sbi:1")
+
+
+class Variants(dict):
+    """Feature matrices by variant, read from the cache on first use (None: the clean images)."""
+
+    def __missing__(self, variant):
+        if variant and variant.startswith("sbi"):  # pseudo-fakes exist for the reals only
+            self[variant] = np.zeros_like(self[None])
+            self[variant][real_idx] = featurize(ds.select(real_idx.tolist()), everything, detector, degradation=variant)
+        else:
+            self[variant] = featurize(ds, everything, detector, degradation=variant)
+        return self[variant]
+
+
+X = Variants()
 folds = stratified_kfold(ds["label"], FOLDS, 0, split_strata(ds), ds["group"])
 
 
@@ -55,7 +67,9 @@ def fit_predict(train, test, cols, r):
     A, t = np.concatenate(rows), np.concatenate(labels)
     keys = [f"{c}|{int(v)}" for c, v in zip(cells, t)]
     counts = Counter(keys)
-    w = np.array([1.0 / counts[k] for k in keys]) if r.get("balanced", True) else np.ones(len(keys))
+    weights = r.get("weights", {})
+    w = (np.array([weights.get(k.split("|")[0], 1.0) / counts[k] for k in keys]) if r.get("balanced", True)
+         else np.ones(len(keys)))
     w *= len(w) / w.sum()
     scaler = StandardScaler().fit(A)
     if r.get("head", "linear") == "mlp":
