@@ -32,17 +32,17 @@ from PIL import Image
 
 from fakeface import serving
 from fakeface.errors import FakefaceError
+from fakeface.images import IMAGE_SUFFIXES
 from fakeface.predictor import Prediction, Predictor
 from fakeface.publish import PIN_FILE
 from fakeface.serving import (BATCH_COLUMNS, BATCH_TIME_LIMIT_S, MAX_BATCH_BYTES, MAX_BATCH_FILES, REST_MAX_BODY,
                               REST_PATH, BodyLimit, ModelGate, checked_threshold, heatmap_overlay, predict_batch_rows,
-                              read_batch, rest_router, verdict_text, write_csv)
+                              read_batch, rest_router, write_csv)
 from fakeface.uploads import UPLOAD_AGAIN, UploadClaims, UploadRefused, UploadTracker, checked_path, payload_path
 
 log = logging.getLogger("fakeface.app")
 
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
-EXAMPLE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 QUEUE_MAX_SIZE = 16  # waiting events beyond this get an immediate "queue full" answer
 # Model calls at once, from every route together, come from the one ModelGate (serving.MODEL_SLOTS).
 MAX_UPLOAD = MAX_BATCH_BYTES  # a zip may be this big; single images are held to images.MAX_FILE_BYTES
@@ -58,7 +58,7 @@ RELEASING_EVENTS = ("predict", "predict_batch")
 HEATMAP_NOTE = (
     "**What the heat map shows:** where in this face crop the model found the evidence for its score: red "
     "areas pushed the score towards FAKE, blue areas towards REAL. It is the model's view, not proof, and not "
-    "an outline of edited regions: the model was taught whether a face is edited, never where."
+    "an outline of edited regions: the model was taught whether a face is edited or generated, never where."
 )
 ABOUT = (
     "The score is the model's calibrated probability that the face was edited or generated. It is evidence, "
@@ -265,7 +265,7 @@ def example_files() -> list[str]:
     """Whatever example images are in examples/ when the app starts."""
     if not EXAMPLES_DIR.is_dir():
         return []
-    return [str(p) for p in sorted(EXAMPLES_DIR.iterdir()) if p.suffix.lower() in EXAMPLE_SUFFIXES]
+    return [str(p) for p in sorted(EXAMPLES_DIR.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
 
 
 # ------------------------------------------------------------------------------------------- single image
@@ -317,7 +317,7 @@ def face_gallery(pred: Prediction) -> list[tuple]:
     items = []
     for i, face in enumerate(pred.faces, start=1):
         alone = Prediction(fake_prob=face.fake_prob, threshold=pred.threshold, uncertain_band=pred.uncertain_band)
-        items.append((face.crop, f"Face {i}: {verdict_text(alone)} · fake {face.fake_prob:.2f}"))
+        items.append((face.crop, f"Face {i}: {alone.verdict} · fake {face.fake_prob:.2f}"))
     return items
 
 
@@ -335,7 +335,7 @@ def analyse(predictor: Predictor, path: str | None, threshold: float | None, gat
     face = pred.faces[_most_fake(pred)]
     heat = heatmap_overlay(face.crop, face.heatmap) if face.heatmap is not None else None
     gallery = gr.update(value=face_gallery(pred), visible=len(pred.faces) > 1)
-    return label_value(pred, verdict_text(pred)), summary_markdown(pred), heat, gallery
+    return label_value(pred, pred.verdict), summary_markdown(pred), heat, gallery
 
 
 def _failure(message: str):

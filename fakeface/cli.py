@@ -14,33 +14,19 @@ import sys
 from pathlib import Path
 
 from .errors import FakefaceError
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+from .images import IMAGE_SUFFIXES
 
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
-    from .models import ARCHITECTURES
     from .training import PRESETS
 
     p.add_argument("--data", required=True, action="append",
                    help="image folder (real/ + fake/, Kaggle or train/test layouts), Hub dataset id, or a "
                         "JSON/YAML mix file of sources with weights; repeat for several sources")
     p.add_argument("--revision", help="Hub dataset revision (branch, tag or commit)")
-    p.add_argument("--preset", choices=sorted(PRESETS), default="default", help="named hyper-parameter set")
-    p.add_argument("--arch", choices=sorted(ARCHITECTURES), help="architecture (overrides the preset)")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--image-size", type=int)
-    p.add_argument("--loss", choices=["focal", "bce"])
-    p.add_argument("--seed", type=int)
-    p.add_argument("--workers", type=int, dest="num_workers", help="DataLoader worker processes")
-    p.add_argument("--no-pretrained", action="store_true", help="train the backbone from scratch (no ImageNet weights)")
-    p.add_argument("--max-steps-per-epoch", type=int, help="cap steps per epoch (smoke runs)")
-    p.add_argument("--no-early-exit", action="store_true",
-                   help="frozen-feature models: no first-view probe; every image goes through all views")
-    p.add_argument("--precision", choices=["auto", "bf16", "fp32"],
-                   help="auto: bf16 autocast for image models on CUDA or AMX CPUs, else fp32")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="default",
+                   help="named hyper-parameter set; the options below override its values")
+    _add_config_options(p.add_argument_group("training settings (every TrainConfig field; default: the preset's)"))
     p.add_argument("--limit", type=int, help="use only N images (stratified sample; smoke runs)")
     p.add_argument("--cache-dir", help="where frozen-backbone features are cached")
     if p.prog.split()[-1] == "train":  # crossval trains every fold afresh in its own folder
@@ -52,14 +38,140 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
                                 "when the folder holds anything else)")
 
 
+# ------------------------------------------------------------------------------- training settings
+#
+# One flag per TrainConfig field, made from the dataclass itself: its name (underscores as dashes, except the
+# renames below), its type (bool: --x/--no-x; list: several values; dict: JSON) and the help and choices here.
+# A new field gets a flag without touching this file. Flags left out keep the preset's value.
+
+_FLAG_NAMES = {"num_workers": "--workers"}  # kept from before the flags were generated
+_CONFIG_HELP = {
+    "arch": "architecture",
+    "epochs": "training epochs at most (early stopping may end sooner)",
+    "batch_size": "images (or feature rows) per step, over all processes",
+    "lr": "learning rate (AdamW)",
+    "weight_decay": "AdamW weight decay",
+    "loss": "focal (see --focal-alpha, --focal-gamma) or bce",
+    "focal_alpha": "focal loss alpha",
+    "focal_gamma": "focal loss gamma",
+    "scheduler": "learning-rate schedule",
+    "plateau_factor": "plateau schedule: multiply the lr by this when the validation loss stalls",
+    "plateau_patience": "plateau schedule: epochs without improvement before the lr drops",
+    "early_stopping_patience": "stop after this many epochs without a better validation loss",
+    "image_size": "input side in pixels for image models ('none': the architecture's own)",
+    "pretrained": "start image models from ImageNet weights (--no-pretrained: train the backbone from scratch)",
+    "robust_augmentation": "degradation augmentation (image models: transforms.robustness_augmentation; "
+                           "frozen-feature models: a JPEG copy of each image unless --feature-variants is given)",
+    "val_fraction": "share of the training data held out for validation (sources without a validation split)",
+    "test_fraction": "share of the data held out for the test report (sources without a test split)",
+    "seed": "seed of splits, initialisation and sampling",
+    "num_workers": "DataLoader worker processes",
+    "max_steps_per_epoch": "cap steps per epoch (smoke runs; 'none': no cap)",
+    "features": "frozen-feature recipe as JSON, e.g. '{\"views\": [[224, 1]], \"layers\": [5, 7, 9, 11], "
+                "\"tokens\": [\"cls\", \"patch_mean\"]}'",
+    "early_exit_band": "frozen-feature models with 2+ view groups: LOW HIGH, the P(fake) band outside which a "
+                       "first-view probe answers alone; no values: no early exit",
+    "precision": "auto: bf16 autocast for image models on CUDA or AMX CPUs, else fp32",
+    "feature_variants": "frozen-feature models: cached variants of each training image (e.g. aug:1 jpeg:random); "
+                        "no values: none; 'none': the ciplab default (one JPEG copy with robust augmentation)",
+    "pseudo_fakes": "frozen-feature models: pseudo-fakes made from each training real (e.g. sbi:1); no values: none",
+    "balanced_sampling": "draw every (source, class) cell equally often, times its source's weight",
+    "threshold_rule": "how validation picks the threshold: balanced_accuracy_plateau, balanced_accuracy, eer or "
+                      "real_fpr:F",
+}
+_CONFIG_CHOICES = {"loss": ["focal", "bce"], "scheduler": ["plateau", "cosine"], "precision": ["auto", "bf16", "fp32"]}
+_NONE = "none"  # given for a field that may be None: sets it to None (make_config drops None overrides)
+
+
+def _config_fields():
+    """(field name, resolved type) for every TrainConfig field, in declaration order."""
+    import dataclasses
+    import typing
+
+    from .training import TrainConfig
+
+    hints = typing.get_type_hints(TrainConfig)
+    return [(f.name, hints[f.name]) for f in dataclasses.fields(TrainConfig)]
+
+
+def _unwrap_optional(kind):
+    """(inner type, whether None is allowed) for `X | None`."""
+    import types
+    import typing
+
+    if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:
+        args = [a for a in typing.get_args(kind) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return kind, False
+
+
+def _or_none(convert):
+    def parse(text: str):
+        return _NONE if text.lower() == _NONE else convert(text)
+
+    parse.__name__ = getattr(convert, "__name__", "value")  # argparse names the type in its error message
+    return parse
+
+
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("give a JSON object, e.g. '{\"views\": [[224, 1]]}'")
+    return value
+
+
+class _ListOrNone(argparse.Action):
+    """Several values -> a list; no values -> []; the single value 'none' -> None (for `list | None`)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if _NONE in values:
+            if len(values) > 1:
+                parser.error(f"{option_string}: 'none' stands alone")
+            values = _NONE
+        setattr(namespace, self.dest, values)
+
+
+def _add_config_options(group) -> None:
+    import typing
+
+    from .models import ARCHITECTURES
+
+    choices = {**_CONFIG_CHOICES, "arch": sorted(ARCHITECTURES)}
+    for name, kind in _config_fields():
+        flag = _FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
+        kind, optional = _unwrap_optional(kind)
+        help_text = _CONFIG_HELP.get(name, f"TrainConfig.{name}")
+        if kind is bool:
+            group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, help=help_text)
+        elif typing.get_origin(kind) is list or kind is list:
+            item = (typing.get_args(kind) or (str,))[0]
+            group.add_argument(flag, dest=name, nargs="*", type=_or_none(item) if optional else item,
+                               action=_ListOrNone if optional else "store", metavar=item.__name__.upper(),
+                               help=help_text)
+        elif kind is dict:
+            group.add_argument(flag, dest=name, type=_json_object, metavar="JSON", help=help_text)
+        else:
+            group.add_argument(flag, dest=name, type=_or_none(kind) if optional else kind, choices=choices.get(name),
+                               metavar=None if name in choices else kind.__name__.upper(), help=help_text)
+        if name == "early_exit_band":  # kept from before: the same as --early-exit-band with no values
+            group.add_argument("--no-early-exit", dest=name, action="store_const", const=[],
+                               help="frozen-feature models: no first-view probe; every image goes through all views")
+
+
 def _train_config(args):
+    """The preset's TrainConfig with every flag given on the command line put over it."""
+    import dataclasses
+
     from .training import make_config
 
-    return make_config(args.preset, arch=args.arch, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                       image_size=args.image_size, loss=args.loss, seed=args.seed, num_workers=args.num_workers,
-                       max_steps_per_epoch=args.max_steps_per_epoch, precision=args.precision,
-                       pretrained=False if args.no_pretrained else None,
-                       early_exit_band=[] if args.no_early_exit else None)
+    given = {name: getattr(args, name) for name, _ in _config_fields()}
+    config = make_config(args.preset, **{k: v for k, v in given.items() if v is not None and v is not _NONE})
+    cleared = {k: None for k, v in given.items() if v is _NONE}
+    return dataclasses.replace(config, **cleared) if cleared else config
 
 
 def _in_process_group(work) -> int:
@@ -371,8 +483,7 @@ class _RowWriter:
             if row.get("error"):
                 self.stream.write(f"{row['path']}\tERROR\t{row['error']}\n")
             else:
-                flag = " (uncertain)" if row.get("uncertain") else ""
-                self.stream.write(f"{row['path']}\t{row['label']}{flag}\tfake_prob={row['fake_prob']:.4f}"
+                self.stream.write(f"{row['path']}\t{row['verdict']}\tfake_prob={row['fake_prob']:.4f}"
                                   f"\tfaces={row['faces']}\n")
 
 
@@ -389,6 +500,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("crossval", help="stratified k-fold cross-validation of a training recipe")
     _add_train_options(p)
     p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--no-leave-one-source-out", action="store_true",
+                   help="with several sources: skip the runs that leave one fake source out of training")
     p.add_argument("--output-dir", required=True)
     p.set_defaults(func=cmd_crossval)
 

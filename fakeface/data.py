@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow.compute as pc
 
 from .errors import FakefaceError
-from .images import load_image
+from .images import IMAGE_SUFFIXES, load_image
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,6 @@ FEATURES = datasets.Features(
     }
 )
 PAIRS_FILE = "pairs.csv"
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".mpo"}
 # Folder names that mean a split; anything else with "fake"/"real" in its name is a class folder.
 SPLIT_NAMES = {"train": "train", "test": "test", "validation": "validation", "val": "validation", "valid": "validation"}
 _FAKE_WORDS = {"fake", "fakes"}

@@ -21,8 +21,7 @@ from pathlib import Path
 
 import numpy as np
 from scipy.optimize import minimize_scalar
-from scipy.special import expit
-from scipy.stats import norm
+from scipy.stats import binomtest
 from sklearn.metrics import (
     accuracy_score,
     average_precision_score,
@@ -255,10 +254,13 @@ def fit_temperature(logits, is_fake) -> float:
 
 
 def apply_temperature(logits, temperature: float) -> np.ndarray:
-    """Calibrated fake probabilities sigmoid(logits / T) as a float numpy array."""
+    """Calibrated fake probabilities sigmoid(logits / T) as a float numpy array (models.probabilities, the
+    project's one logit -> probability rule, with the checks a metrics input gets)."""
+    from .models import probabilities  # torch is only loaded when logits are turned into probabilities
+
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-    return expit(_as_1d(logits, "logits") / temperature)
+    return probabilities(_as_1d(logits, "logits"), temperature).astype(np.float64)
 
 
 # ------------------------------------------------------------------------------ threshold choice
@@ -311,7 +313,9 @@ def choose_threshold(is_fake, fake_prob, criterion: str = "balanced_accuracy") -
     Pass validation labels and scores, never the test set's: the threshold is then applied, unchanged, to
     test data. ``criterion`` is "balanced_accuracy" (maximise it; ties go to the threshold nearest 0.5),
     "balanced_accuracy_plateau" (the centre of the best +-0.1 stretch of it, on a 0.01 grid: what training
-    uses, see scripts/experiments/threshold_rule.py) or "eer" (the equal-error-rate point). Needs both classes.
+    uses, see scripts/experiments/threshold_rule.py), "eer" (the equal-error-rate point) or "real_fpr:F" (the
+    lowest threshold on a 0.01 grid at which at most a share F of the real images is called fake: a cap on
+    accusing real photos, whatever it costs in fakes caught). Needs both classes.
     """
     y, p = _check_inputs(is_fake, fake_prob)
     if not _has_both_classes(y):
@@ -324,25 +328,27 @@ def choose_threshold(is_fake, fake_prob, criterion: str = "balanced_accuracy") -
         return _plateau_threshold(y, p)
     if criterion == "eer":
         return ranking_metrics(y, p)["eer_threshold"]
-    raise ValueError(f"unknown criterion {criterion!r}: use 'balanced_accuracy', 'balanced_accuracy_plateau' or "
-                     "'eer'")
+    if criterion.startswith("real_fpr:"):
+        cap = float(criterion.partition(":")[2])
+        grid = np.round(np.arange(0.01, 1.0, 0.01), 6)
+        fpr = np.array([(p[y == 0] >= t).mean() for t in grid])
+        return float(grid[np.argmax(fpr <= cap)] if (fpr <= cap).any() else grid[-1])
+    raise ValueError(f"unknown criterion {criterion!r}: use 'balanced_accuracy', 'balanced_accuracy_plateau', "
+                     "'eer' or 'real_fpr:F'")
 
 
 # --------------------------------------------------------------------------- confidence intervals
 
 
 def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion; (0.0, 1.0) when n == 0 (nothing is known)."""
+    """Wilson score interval for a binomial proportion (scipy's binomtest); (0.0, 1.0) when n == 0 (nothing
+    is known)."""
     if n < 0 or not 0 <= successes <= n:
         raise ValueError(f"need 0 <= successes <= n, got successes={successes}, n={n}")
     if n == 0:
         return 0.0, 1.0
-    z = float(norm.ppf(0.5 + confidence / 2.0))
-    phat = successes / n
-    denom = 1.0 + z * z / n
-    centre = (phat + z * z / (2 * n)) / denom
-    half = z * math.sqrt(phat * (1 - phat) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    ci = binomtest(int(successes), int(n)).proportion_ci(confidence_level=confidence, method="wilson")
+    return max(0.0, float(ci.low)), min(1.0, float(ci.high))
 
 
 def _resample_aucs(fake_scores, real_scores, fake_counts, real_counts) -> np.ndarray:

@@ -31,6 +31,10 @@ Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 _OPEN_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 ALLOWED_FORMATS = frozenset(_OPEN_FORMATS + ("MPO",))
 _SUPPORTED_TEXT = "supported: JPEG, PNG, WebP, GIF, BMP, TIFF"
+# File-name suffixes of those formats: the one list every folder scan (training data, `fakeface predict DIR`,
+# the app's examples) uses to pick image files. The decoder itself goes by content, never by name.
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff",
+                            ".mpo"})
 
 # Modes that carry an alpha channel; they are flattened onto white.
 _ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}

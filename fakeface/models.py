@@ -38,7 +38,6 @@ class ArchSpec:
     input_size: int
     mean: tuple
     std: tuple
-    description: str
 
 
 ARCHITECTURES: dict[str, ArchSpec] = {}
@@ -148,21 +147,21 @@ class LiteTrunk(nn.Module):
         return self.net.extract_features(x)
 
 
-@register(ArchSpec("resnet50-attention", "pixels", 224, IMAGENET_MEAN, IMAGENET_STD,
-                   "The seed design: ResNet50 + 1x1-conv spatial attention + dropout/BN MLP."))
+@register(ArchSpec("resnet50-attention", "pixels", 224, IMAGENET_MEAN, IMAGENET_STD))
 def _resnet50_attention():
+    """The seed design: ResNet50 + 1x1-conv spatial attention + dropout/BN MLP."""
     return ConvNetClassifier(ResNetTrunk(), 2048, attention=True, head=seed_mlp(2048))
 
 
-@register(ArchSpec("efficientnet-lite0", "pixels", 224, LITE_MEAN, LITE_STD,
-                   "EfficientNet-Lite0 (ImageNet), average pool, dropout + linear."))
+@register(ArchSpec("efficientnet-lite0", "pixels", 224, LITE_MEAN, LITE_STD))
 def _lite0():
+    """EfficientNet-Lite0 (ImageNet), average pool, dropout + linear."""
     return ConvNetClassifier(LiteTrunk(), 1280, attention=False, head=nn.Sequential(nn.Dropout(0.3), nn.Linear(1280, 1)))
 
 
-@register(ArchSpec("efficientnet-lite0-attention", "pixels", 224, LITE_MEAN, LITE_STD,
-                   "EfficientNet-Lite0 (ImageNet) with the seed's attention head and MLP."))
+@register(ArchSpec("efficientnet-lite0-attention", "pixels", 224, LITE_MEAN, LITE_STD))
 def _lite0_attention():
+    """EfficientNet-Lite0 (ImageNet) with the seed's attention head and MLP."""
     return ConvNetClassifier(LiteTrunk(), 1280, attention=True, head=seed_mlp(1280))
 
 
@@ -191,9 +190,9 @@ class FeatureProbe(nn.Module):
 
 
 @register(ArchSpec("clip-vit-b16-probe", "features", 224, (0.48145466, 0.4578275, 0.40821073),
-                   (0.26862954, 0.26130258, 0.27577711),
-                   "Frozen CLIP ViT-B/16 (int8 ONNX), multi-layer tokens over several views, linear probe."))
+                   (0.26862954, 0.26130258, 0.27577711)))
 def _clip_probe(feature_dim: int):
+    """Frozen CLIP ViT-B/16 (int8 ONNX), multi-layer tokens over several views, linear probe."""
     return FeatureProbe(feature_dim)
 
 
@@ -295,7 +294,7 @@ class FakeFaceModel(
 
     def exits(self, fast_logits: torch.Tensor) -> torch.Tensor:
         """True where the fast probe's calibrated P(fake) lies outside the undecided band."""
-        p = torch.sigmoid(fast_logits / self.early_exit["temperature"])
+        p = fake_probability(fast_logits, self.early_exit["temperature"])
         low, high = self.early_exit["band"]
         return (p < low) | (p > high)
 
@@ -369,7 +368,13 @@ def load_backbone_weights(model: FakeFaceModel) -> None:
         trunk.net.load_state_dict(state, strict=False)
 
 
-def probabilities(logits: torch.Tensor | np.ndarray, temperature: float) -> np.ndarray:
-    """Calibrated P(fake) from raw logits."""
-    logits = torch.as_tensor(logits, dtype=torch.float32)
-    return torch.sigmoid(logits / temperature).numpy()
+def fake_probability(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """The one logit -> P(fake) rule, sigmoid(logit / temperature), on tensors (autograd and device kept).
+    Every probability in the project comes from here, through `probabilities` where numbers are wanted."""
+    return torch.sigmoid(logits / temperature)
+
+
+def probabilities(logits: torch.Tensor | np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Calibrated P(fake) from raw logits (a tensor on any device, an array or a list), as a float32 array."""
+    logits = torch.as_tensor(logits, dtype=torch.float32).detach().cpu()
+    return fake_probability(logits, temperature).numpy()

@@ -295,7 +295,7 @@ def train_model(config: TrainConfig, train_ds, val_ds, out_dir, detector, cache_
         summary["early_exit"] = train_early_exit(model, config, train_set, val_set, Path(out_dir) / "early_exit",
                                                  sampler)
         val_logits, val_fake = predict_logits(model, val_loader)  # the threshold sees what serving will answer
-    threshold = choose_threshold(val_fake, probabilities(val_logits, model.temperature), "balanced_accuracy_plateau")
+    threshold = choose_threshold(val_fake, probabilities(val_logits, model.temperature), config.threshold_rule)
     model.set_calibration(model.temperature, threshold)
     return model, summary
 

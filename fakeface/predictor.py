@@ -43,15 +43,22 @@ class Prediction:
 
     @property
     def label(self) -> str:
+        """The bare decision at the threshold: "FAKE" (fake_prob >= threshold) or "REAL"."""
         return "FAKE" if self.fake_prob >= self.threshold else "REAL"
 
     @property
     def uncertain(self) -> bool:
         return abs(self.fake_prob - self.threshold) < self.uncertain_band
 
+    @property
+    def verdict(self) -> str:
+        """What people are told, everywhere (page, batch table and CSV, REST, CLI table): the label, with
+        " (uncertain)" when fake_prob lies within the model's uncertain band of the threshold."""
+        return f"{self.label} (uncertain)" if self.uncertain else self.label
+
     def as_dict(self, filename: str | None = None) -> dict:
         row = {"fake_prob": round(self.fake_prob, 6), "real_prob": round(self.real_prob, 6), "label": self.label,
-               "verdict": self.label, "uncertain": self.uncertain, "threshold": self.threshold,
+               "verdict": self.verdict, "uncertain": self.uncertain, "threshold": self.threshold,
                "face_found": self.face_found,
                "faces": [{"box": f.box, "fake_prob": round(f.fake_prob, 6)} for f in self.faces]}
         if filename is not None:

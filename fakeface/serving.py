@@ -44,12 +44,8 @@ _READ_CHUNK = 1024 * 1024
 BATCH_COLUMNS = ["file", "faces", "fake_prob", "verdict", "note"]
 
 
-# -------------------------------------------------------------------------------------------- verdict text
-
-
-def verdict_text(prediction: Prediction) -> str:
-    """'FAKE' or 'REAL', with '(uncertain)' when the score lies within the model's uncertain band."""
-    return f"{prediction.label} (uncertain)" if prediction.uncertain else prediction.label
+# ------------------------------------------------------------------------------------------- result rows
+# A row's "verdict" is `Prediction.verdict`: the label, with " (uncertain)" within the uncertain band.
 
 
 def face_count(prediction: Prediction) -> int:
@@ -238,7 +234,7 @@ def _row(predictor: Predictor, item: BatchItem, threshold: float | None) -> dict
         return _error_row(item.name, f"{item.name}: internal error while classifying; it has been logged.")
     note = "" if pred.face_found else "no face found: whole image classified"
     return {"file": item.name, "faces": face_count(pred), "fake_prob": round(pred.fake_prob, 4),
-            "verdict": verdict_text(pred), "note": note}
+            "verdict": pred.verdict, "note": note}
 
 
 _CSV_DIR = Path(tempfile.gettempdir()) / "fakeface-csv"

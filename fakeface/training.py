@@ -42,6 +42,9 @@ CHECKPOINT, BEST_WEIGHTS, TRAIN_LOG = "checkpoint.pt", "best.safetensors", "trai
 
 @dataclass
 class TrainConfig:
+    """Every setting of a training run. Each field is also a `fakeface train` / `crossval` flag, generated from
+    this class (fakeface/cli.py, `_add_config_options`): a new field needs a type annotation, nothing more."""
+
     arch: str = "clip-vit-b16-probe"
     epochs: int = 20
     batch_size: int = 24
@@ -64,15 +67,17 @@ class TrainConfig:
     max_steps_per_epoch: int | None = None  # for smoke tests
     features: dict = field(default_factory=dict)  # frozen-backbone feature recipe (see clip_features.py)
     # frozen-feature models: also train a 1-view probe that answers alone outside this P(fake) band
-    early_exit_band: list | None = None
+    early_exit_band: list[float] | None = None
     precision: str = "auto"  # "auto" (bf16 where the hardware has it, see use_bf16), "bf16" or "fp32"
     # frozen-feature models: cached variants of every training image (transforms.degrade specs, e.g. "aug:1");
     # None keeps the ciplab recipe's one JPEG re-encoded copy ("jpeg:random") when robust_augmentation is on
-    feature_variants: list | None = None
+    feature_variants: list[str] | None = None
     # frozen-feature models: pseudo-fakes made from every training real ("sbi:1": one self-blended copy)
-    pseudo_fakes: list = field(default_factory=list)
+    pseudo_fakes: list[str] = field(default_factory=list)
     # draw training items so that every (source, class) cell weighs the same, times its source's weight
     balanced_sampling: bool = False
+    # how validation data picks the decision threshold (evaluation.choose_threshold criteria)
+    threshold_rule: str = "balanced_accuracy_plateau"
 
 
 PRESETS: dict[str, dict] = {
@@ -91,7 +96,7 @@ PRESETS: dict[str, dict] = {
     "multisource": dict(arch="clip-vit-b16-probe", epochs=100, batch_size=64, lr=1e-4, weight_decay=0.05,
                         loss="bce", scheduler="cosine", early_stopping_patience=15, early_exit_band=[],
                         features={"views": [[224, 1]], "layers": [5, 7, 9, 11], "tokens": ["cls", "patch_mean"]},
-                        feature_variants=["aug:1"], pseudo_fakes=["sbi:1"], balanced_sampling=True),
+                        feature_variants=["aug:1"], balanced_sampling=True, threshold_rule="real_fpr:0.05"),
 }
 PRESETS["default"] = PRESETS["multisource"]
 
@@ -314,7 +319,7 @@ def predict_logits(model, loader, device=None, mixed: bool = False) -> tuple[np.
 
 
 def fit(model: nn.Module, train_set, val_set, config: TrainConfig, out_dir: str | Path,
-        resume: bool = False, sampler_factory=None, is_main: bool | None = None) -> dict:
+        resume: bool = False, sampler_factory=None) -> dict:
     """Train `model` in place; keep the best weights (lowest validation loss). Returns a summary dict.
 
     `train_set`/`val_set` yield (input, is_fake). Each epoch reseeds every RNG from (seed, epoch), so a run
@@ -323,13 +328,14 @@ def fit(model: nn.Module, train_set, val_set, config: TrainConfig, out_dir: str 
     saved with another config (see RESUMABLE_CHANGES); otherwise training starts afresh and replaces whatever
     an earlier run left in `out_dir` (checkpoint, best weights, log).
     `sampler_factory(dataset, epoch)` picks each epoch's training items for this rank (default:
-    `distributed.epoch_sampler`, which makes N processes train exactly like one). `is_main` (default: rank 0)
-    is the process that prints and writes files.
+    `distributed.epoch_sampler`, which makes N processes train exactly like one). Rank 0 alone prints and
+    writes files.
     """
     from .evaluation import ranking_metrics
+    from .models import probabilities
 
     w = distributed.world()
-    is_main = w.is_main if is_main is None else is_main
+    is_main = w.is_main
     if config.batch_size % w.world_size:
         raise FakefaceError(f"batch size {config.batch_size} is the global batch: it must be divisible by the "
                             f"{w.world_size} processes.")
@@ -397,7 +403,7 @@ def fit(model: nn.Module, train_set, val_set, config: TrainConfig, out_dir: str 
 
         val_logits, val_fake = _gathered_logits(model, val_loader, device, mixed)
         val_loss = float(criterion(torch.from_numpy(val_logits), torch.from_numpy(val_fake)))
-        ranking = ranking_metrics(val_fake, 1 / (1 + np.exp(-val_logits)))
+        ranking = ranking_metrics(val_fake, probabilities(val_logits))
         if config.scheduler == "plateau":
             scheduler.step(val_loss)
         else:

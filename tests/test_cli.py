@@ -318,3 +318,75 @@ def test_crossval_has_no_resume_option():
 
     with pytest.raises(SystemExit):
         build_parser().parse_args(["crossval", "--data", "x", "--output-dir", "y", "--resume"])
+
+
+# ------------------------------------------------------------------ training flags, made from TrainConfig
+
+
+def _config_from(*args, command="train"):
+    from fakeface.cli import _train_config, build_parser
+
+    return _train_config(build_parser().parse_args([command, "--data", "x", "--output-dir", "y", *args]))
+
+
+def test_every_kind_of_train_config_field_is_settable_from_the_command_line():
+    from fakeface.training import PRESETS
+
+    config = _config_from("--lr", "0.01", "--epochs", "3", "--loss", "focal", "--arch", "efficientnet-lite0",
+                          "--feature-variants", "aug:1", "jpeg:random", "--pseudo-fakes", "sbi:1",
+                          "--no-balanced-sampling", "--early-exit-band", "0.1", "0.8", "--threshold-rule", "eer",
+                          "--features", '{"views": [[224, 1]], "layers": [11]}', "--no-robust-augmentation",
+                          "--image-size", "128", "--max-steps-per-epoch", "none")
+    assert (config.lr, config.epochs, config.loss, config.arch) == (0.01, 3, "focal", "efficientnet-lite0")
+    assert config.feature_variants == ["aug:1", "jpeg:random"] and config.pseudo_fakes == ["sbi:1"]
+    assert config.balanced_sampling is False and config.robust_augmentation is False  # presets' True overridden
+    assert config.early_exit_band == [0.1, 0.8] and config.threshold_rule == "eer"
+    assert config.features == {"views": [[224, 1]], "layers": [11]} and config.image_size == 128
+    assert config.max_steps_per_epoch is None
+    preset = PRESETS["default"]
+    assert config.weight_decay == preset["weight_decay"] and config.scheduler == preset["scheduler"]  # not given
+
+    # the preset supplies what is not given; 'none' clears a field the preset sets; no values empties a list
+    assert _config_from("--preset", "ciplab").early_exit_band == PRESETS["ciplab"]["early_exit_band"]
+    assert _config_from("--feature-variants", "none").feature_variants is None
+    assert _config_from("--feature-variants").feature_variants == []
+    assert _config_from("--balanced-sampling", "--preset", "ciplab", command="crossval").balanced_sampling is True
+
+
+def test_flags_that_existed_before_keep_their_names_and_meaning():
+    config = _config_from("--preset", "ciplab", "--no-pretrained", "--no-early-exit", "--workers", "3",
+                          "--image-size", "96", "--batch-size", "8", "--seed", "4", "--precision", "fp32")
+    assert config.pretrained is False and config.early_exit_band == [] and config.num_workers == 3
+    assert (config.image_size, config.batch_size, config.seed, config.precision) == (96, 8, 4, "fp32")
+    assert _config_from().pretrained is True  # no flag: the dataclass / preset value
+
+
+def test_help_lists_one_flag_per_train_config_field(capsys):
+    import dataclasses
+
+    from fakeface.cli import _FLAG_NAMES, build_parser
+    from fakeface.training import TrainConfig
+
+    for command in ("train", "crossval"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([command, "--help"])
+        text = capsys.readouterr().out
+        names = [f.name for f in dataclasses.fields(TrainConfig)]
+        for name in names:
+            flag = _FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
+            assert text.count(f"  {flag} ") + text.count(f"  {flag},") == 1, flag  # listed once, in the table
+        assert "--no-pretrained" in text and "--no-early-exit" in text and "--workers" in text
+    parser = build_parser()
+    train = parser._subparsers._group_actions[0].choices["train"]
+    flags = [s for action in train._actions for s in action.option_strings]
+    assert len(flags) == len(set(flags))
+    dests = {a.dest for a in train._actions if a.dest in names}
+    assert dests == set(names)
+
+
+def test_bad_training_flags_are_refused(capsys):
+    for bad in (["--features", "[1, 2]"], ["--features", "{nope"], ["--loss", "hinge"], ["--lr", "fast"],
+                ["--feature-variants", "none", "aug:1"]):
+        with pytest.raises(SystemExit):
+            _config_from(*bad)
+    assert "--features" in capsys.readouterr().err

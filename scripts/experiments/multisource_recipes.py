@@ -92,7 +92,7 @@ def run(r):
     for train, test in folds:
         tr, va = inner_split(train)
         p_va, p_te = fit_predict(tr, [va, test], cols, r)
-        thr = choose_threshold(y[va], p_va, "balanced_accuracy_plateau")
+        thr = choose_threshold(y[va], p_va, r.get("rule", "balanced_accuracy_plateau"))
         per_fold.append(per_source_report(y[test], p_te, src[test], thr))
     out = {"recipe": r}
     for name in SOURCES:
@@ -110,7 +110,7 @@ def run(r):
             others = test[(src[test] != held) & (y[test] == 0)]
             evaluation = np.concatenate([held_items, others])
             p_va, p_ev = fit_predict(tr, [va, evaluation], cols, r)
-            thr = choose_threshold(y[va], p_va, "balanced_accuracy_plateau")
+            thr = choose_threshold(y[va], p_va, r.get("rule", "balanced_accuracy_plateau"))
             rep = per_source_report(y[evaluation], p_ev, src[evaluation], thr)
             out["loso"][held] = {"auc": round(rep["sources"][held]["roc_auc"], 3),
                                  "tpr": round(rep["sources"][held]["tpr"], 3)}
