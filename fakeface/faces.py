@@ -18,6 +18,7 @@ import os
 import sys
 import threading
 import types
+from contextlib import contextmanager
 from dataclasses import astuple, dataclass
 from typing import Iterator
 
@@ -50,6 +51,11 @@ HAAR_CASCADE = "haarcascade_frontalface_default.xml"  # found 86% of ciplab face
 HAAR_MIN_NEIGHBORS = 5
 DEFAULT_MIN_SCORE = {"mtcnn": 0.9, "haar": 0.5}  # haar 0.5 = exactly HAAR_MIN_NEIGHBORS merged hits
 BACKENDS = ("auto", "mtcnn", "haar", "none")
+# PyTorch intra-op threads while MTCNN runs. MTCNN is many small convolutions, where OpenMP workers mostly spin
+# waiting for each other; with another process or thread on the cores (a server's ONNX Runtime run, the HTTP
+# threads) 2 threads were measured several times slower than 1 on a 2-core box (benchmarks/bench_model.py,
+# "detector" rows). The boxes do not depend on it (checked on examples/). None leaves torch's setting alone.
+DETECT_TORCH_THREADS = 1
 
 
 @dataclass(frozen=True)
@@ -291,8 +297,9 @@ class FaceDetector:
     """
 
     def __init__(self, backend: str = "auto", min_score: float | None = None, min_face_size: int = MIN_FACE_SIZE,
-                 max_side: int = DETECT_MAX_SIDE):
+                 max_side: int = DETECT_MAX_SIDE, torch_threads: int | None = DETECT_TORCH_THREADS):
         self._backend, self._note = _resolve_backend(backend)
+        self.torch_threads = torch_threads  # MTCNN only; not a crop setting (the boxes do not depend on it)
         self.min_score = DEFAULT_MIN_SCORE.get(self._backend, 0.0) if min_score is None else float(min_score)
         self.min_face_size = int(min_face_size)
         self.max_side = int(max_side)
@@ -346,7 +353,8 @@ class FaceDetector:
         if self._model is None:
             self._model = _mtcnn_class()(keep_all=True, device="cpu")
         self._model.min_face_size = min_size  # read on every call; safe under the lock
-        boxes, probs = self._model.detect(image)
+        with _torch_threads(self.torch_threads):
+            boxes, probs = self._model.detect(image)
         if boxes is None:
             return []
         return [(*box, prob) for box, prob in zip(boxes, probs)]
@@ -360,6 +368,22 @@ class FaceDetector:
         rects, hits = self._model.detectMultiScale2(gray, scaleFactor=1.1, minNeighbors=HAAR_MIN_NEIGHBORS,
                                                     minSize=(min_size, min_size))
         return [(x, y, x + w, y + h, n / (n + HAAR_MIN_NEIGHBORS)) for (x, y, w, h), n in zip(rects, hits)]
+
+
+@contextmanager
+def _torch_threads(n: int | None):
+    """PyTorch's intra-op thread count set to n for the block (in the calling thread), then restored."""
+    import torch
+
+    before = torch.get_num_threads()
+    if not n or n == before:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _haar_to_mtcnn(box: FaceBox) -> FaceBox:
