@@ -22,7 +22,6 @@ import torch
 
 from . import distributed
 from .clip_backbone import DEFAULT_CACHE
-from .errors import FakefaceError
 from .data import load_face_dataset, load_face_sources, split_strata, stratified_kfold, stratified_split
 from .evaluation import (choose_threshold, evaluate_predictions, fit_temperature, per_source_report,
                          write_report)

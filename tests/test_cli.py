@@ -22,7 +22,7 @@ from fakeface.images import load_image
 from fakeface.models import create_model
 from fakeface.predictor import Predictor
 
-from helpers import write_folder
+from helpers import TinyNet, tiny_set, write_folder
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -186,22 +186,7 @@ def test_batched_prediction_matches_one_at_a_time(model_dir, images):
 # tensors: what is under test is who may write into --output-dir, and when a checkpoint may be resumed.
 
 
-class _TinyNet(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = torch.nn.Conv2d(3, 4, 3)
-        self.linear = torch.nn.Linear(4, 1)
 
-    def forward(self, x):
-        return self.linear(torch.relu(self.conv(x)).mean((2, 3))).squeeze(1)
-
-
-def _tiny_set(n, seed):
-    g = torch.Generator().manual_seed(seed)
-    fake = (torch.arange(n) % 2).float()
-    x = torch.rand(n, 3, 8, 8, generator=g)
-    x[:, 0] += fake[:, None, None]
-    return torch.utils.data.TensorDataset(x, fake)
 
 
 @pytest.fixture
@@ -217,8 +202,8 @@ def pipeline_calls(monkeypatch):
     def train_evaluate_save(source, output_dir, config, resume=False, **kwargs):
         calls.append({"config": config, "resume": resume})
         torch.manual_seed(config.seed)
-        model = _TinyNet()
-        summary = fit(model, _tiny_set(24, 0), _tiny_set(8, 1), config, Path(output_dir) / "run", resume=resume)
+        model = TinyNet()
+        summary = fit(model, tiny_set(24, 0), tiny_set(8, 1), config, Path(output_dir) / "run", resume=resume)
         (Path(output_dir) / "model").mkdir(exist_ok=True)
         save_file(model.state_dict(), Path(output_dir) / "model" / "model.safetensors")
         return {"model_dir": str(Path(output_dir) / "model"), "training": summary}

@@ -8,7 +8,6 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from fakeface.data import load_face_sources, split_strata, stratified_kfold, stratified_split
 from fakeface.errors import FakefaceError

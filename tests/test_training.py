@@ -13,7 +13,7 @@ from fakeface.training import (RESUMABLE_CHANGES, TrainConfig, config_difference
                                predict_logits, use_bf16)
 from fakeface.transforms import eval_transform
 
-from helpers import cue_image
+from helpers import TinyNet, cue_image, tiny_set
 
 
 def test_focal_loss_matches_its_formula():
@@ -136,22 +136,7 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path):
 # A tiny conv net on 8x8 noise with a learnable cue: each fit takes well under a second.
 
 
-class _TinyNet(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = torch.nn.Conv2d(3, 4, 3)
-        self.linear = torch.nn.Linear(4, 1)
 
-    def forward(self, x):
-        return self.linear(torch.relu(self.conv(x)).mean((2, 3))).squeeze(1)
-
-
-def _tiny_set(n, seed):
-    g = torch.Generator().manual_seed(seed)
-    fake = (torch.arange(n) % 2).float()
-    x = torch.rand(n, 3, 8, 8, generator=g)
-    x[:, 0] += fake[:, None, None]
-    return torch.utils.data.TensorDataset(x, fake)
 
 
 TINY = TrainConfig(arch="tiny", epochs=3, batch_size=8, lr=1e-2, loss="bce", scheduler="cosine",
@@ -160,8 +145,8 @@ TINY = TrainConfig(arch="tiny", epochs=3, batch_size=8, lr=1e-2, loss="bce", sch
 
 def _tiny_fit(out, config=TINY, resume=False):
     torch.manual_seed(0)
-    model = _TinyNet()
-    summary = fit(model, _tiny_set(24, 0), _tiny_set(8, 1), config, out, resume=resume)
+    model = TinyNet()
+    summary = fit(model, tiny_set(24, 0), tiny_set(8, 1), config, out, resume=resume)
     return model, summary
 
 
@@ -259,6 +244,6 @@ def test_a_fresh_run_deletes_what_a_killed_earlier_run_left(tmp_path):
     (tmp_path / "best.safetensors.tmp").write_bytes(b"half written")
     with pytest.raises(KeyboardInterrupt):  # killed in epoch 1, before any checkpoint of its own
         torch.manual_seed(0)
-        fit(_TinyNet(), _KilledAfter(_tiny_set(24, 0), 4), _tiny_set(8, 1), replace(TINY, seed=5), tmp_path)
+        fit(TinyNet(), _KilledAfter(tiny_set(24, 0), 4), tiny_set(8, 1), replace(TINY, seed=5), tmp_path)
     assert not any((tmp_path / name).exists() for name in (
         "checkpoint.pt", "best.safetensors", "best.safetensors.tmp", "train_log.jsonl"))
