@@ -274,8 +274,8 @@ def new_model(config: TrainConfig) -> FakeFaceModel:
 
 def train_model(config: TrainConfig, train_ds, val_ds, out_dir, detector, cache_dir=None, resume=False,
                 weights: dict[str, float] | None = None):
-    """Fit, then calibrate on validation (all sources together): temperature (NLL) and threshold (centre of
-    the best balanced-accuracy plateau). `weights`: per-source sampling weights (balanced sampling)."""
+    """Fit, then calibrate on validation (all sources together): temperature (NLL) and threshold (the config's
+    `threshold_rule`, on the probabilities serving gives). `weights`: per-source sampling weights."""
     torch.manual_seed(config.seed)
     model = new_model(config)
     train_set = model_inputs(model, config, train_ds, True, detector, cache_dir)
