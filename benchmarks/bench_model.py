@@ -1,12 +1,12 @@
 """Model-only speed: our shipped default against the seed's design, on the same decoded images, on CPU.
 
-Ours: the Predictor's model path (the whole face at 224 px through the frozen CLIP ViT-B/16 int8 ONNX backbone and
-the fast probe; when that probe is unsure, 4 more views (2x2 crops of a 448 resize) and the full probe: the early
-exit, measured with and without). The backbone runs one view at a time by design
+Ours: the Predictor's model path: the model's views of the face crop through the frozen CLIP ViT-B/16 int8 ONNX
+backbone and its linear probe (the shipped default: one 224 px view, no early exit; a model with an early exit
+is measured with and without it). The backbone runs one view at a time by design
 (its int8 activations are quantised per batch, so batch-mates would shift an image's features): its "batch 8" is
 8 images in sequence, and only the probe is batched. Seed: ResNet50 + attention, fp32, Resize/ToTensor/Normalize,
 true batches. Both include their own preprocessing of a decoded image; decoding and face detection are not
-included here (the lever rows time them separately).
+included here (the lever rows time them separately). Every row gives the CPU time per call beside the wall time.
 
     python benchmarks/bench_model.py                       # 20 images x 5 repeats, batch 1 / 8 / 32, levers
     python benchmarks/bench_model.py --quick               # smoke run
@@ -22,24 +22,27 @@ import sys
 import torch
 from PIL import Image
 
-from benchutil import (Ratio, Row, apply_quick, common_parser, cycle, decode_all, default_model, describe_sample,
-                       end_load, latency_row, machine_info, print_machine, print_ratios, print_rows, sample_images,
-                       save_json, seed_model, seed_transform, timed)
+from benchutil import (Ratio, Row, Times, apply_quick, common_parser, cycle, decode_all, default_model,
+                       describe_sample, end_load, latency_row, machine_info, print_machine, print_ratios, print_rows,
+                       sample_images, save_json, seed_model, seed_transform, timed, timed_cpu)
 
 SEQUENTIAL_NOTE = "sequential: one view at a time by design"
 
 
-def time_b1(fn, images, repeats: int) -> list[float]:
-    """Seconds per image at batch 1, after one untimed call (first calls build kernels and caches)."""
+def time_b1(fn, images, repeats: int) -> Times:
+    """Seconds per image at batch 1 (wall, and CPU in .cpu), after one untimed call (first calls build kernels
+    and caches)."""
     fn([images[0]])
-    return [timed(fn, [image]) for _ in range(repeats) for image in images]
+    pairs = [timed_cpu(fn, [image]) for _ in range(repeats) for image in images]
+    return Times([w for w, _ in pairs], [c for _, c in pairs])
 
 
-def time_batch(fn, images, batch: int, repeats: int) -> list[float]:
+def time_batch(fn, images, batch: int, repeats: int) -> Times:
     """Seconds per call on `batch` images (the sample reused round-robin), after one untimed call."""
     batch_images = cycle(images, batch)
     fn(batch_images)
-    return [timed(fn, batch_images) for _ in range(repeats)]
+    pairs = [timed_cpu(fn, batch_images) for _ in range(repeats)]
+    return Times([w for w, _ in pairs], [c for _, c in pairs])
 
 
 def seed_runner(model, transform, autocast: bool = False):
@@ -156,6 +159,117 @@ def ort_thread_rows(model, images, repeats: int) -> list[Row]:
     return rows
 
 
+class Busy:
+    """A competing load while something is timed: the backbone encoding one view after another in a background
+    thread, as a server's other request does while this one runs its face detector."""
+
+    def __init__(self, encoder):
+        import threading
+
+        import numpy as np
+
+        self.encoder, self.pixels = encoder, np.zeros((3, 224, 224), np.float32)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self):
+        while not self.stop.is_set():
+            self.encoder.tokens(self.pixels)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+
+
+def detector_thread_rows(featurizer, images, repeats: int) -> tuple[list[Row], dict]:
+    """MTCNN's torch threads: detect() with 1 thread (the shipped setting) and with torch's own (all cores), on
+    a quiet process and with the backbone busy in another thread; and whether the boxes are the same."""
+    from fakeface.faces import FaceDetector
+
+    one = FaceDetector("auto", torch_threads=1)
+    if one.backend != "mtcnn":
+        return [], {}
+    own = FaceDetector("auto", torch_threads=None)
+    boxes_1 = [one.detect(im) for im in images]
+    boxes_n = [own.detect(im) for im in images]
+    same = all(len(a) == len(b) and all(tuple(x) == tuple(y) for x, y in zip(a, b)) for a, b in zip(boxes_1, boxes_n))
+    gap = max((abs(u - v) for a, b in zip(boxes_1, boxes_n) for x, y in zip(a, b) for u, v in zip(x, y)), default=0.0)
+    n = torch.get_num_threads()
+    rows = []
+    for busy in (False, True):
+        for label, det in (("torch 1 thread", one), (f"torch {n} threads (torch's own)", own)):
+            fn = lambda ims, d=det: d.detect(ims[0])  # noqa: E731
+            if busy:
+                with Busy(featurizer.encoder):
+                    times = time_b1(fn, images, repeats)
+            else:
+                times = time_b1(fn, images, repeats)
+            rows.append(latency_row("detector", f"MTCNN detect, {label}, " + ("backbone busy in another thread"
+                                                                               if busy else "quiet"), times))
+    note = ("boxes identical" if same else f"boxes differ by up to {gap:.2g} px") + f" on {len(images)} images"
+    rows[0].note = note
+    return rows, {"mtcnn_boxes_identical_1_vs_own_threads": same, "mtcnn_box_max_abs_diff_px": gap}
+
+
+ARENA_PROBE = """
+import sys, time, numpy as np
+sys.path.insert(0, sys.argv[1])
+from fakeface.clip_backbone import ClipOnnxEncoder
+from benchutil import proc_status
+import os
+enc = ClipOnnxEncoder(threads=int(sys.argv[3]), cpu_mem_arena=sys.argv[2] == "1")
+rng = np.random.default_rng(0)
+views = [rng.standard_normal((3, 224, 224)).astype(np.float32) for _ in range(int(sys.argv[4]))]
+first = enc.tokens(views[0])
+rss = [proc_status(os.getpid(), "VmRSS")]
+times = []
+for v in views:
+    t0 = time.perf_counter(); enc.tokens(v); times.append(time.perf_counter() - t0)
+    rss.append(proc_status(os.getpid(), "VmRSS"))
+np.save(sys.argv[5], first)
+print(np.median(times), np.mean(times), rss[0], rss[-1], max(rss), proc_status(os.getpid(), "VmHWM"))
+"""
+
+
+def arena_rows(n_views: int) -> tuple[list[Row], dict]:
+    """ONNX Runtime's CPU memory arena on (its default) and off, each in a fresh process: time per view, resident
+    memory after the first view and after `n_views` more, and whether the outputs are identical."""
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+
+    from benchutil import ROOT
+    from fakeface.clip_backbone import default_intra_op_threads
+
+    rows, outs, extra = [], {}, {}
+    bench_dir = str(Path(__file__).resolve().parent)
+    with tempfile.TemporaryDirectory() as tmp:
+        for arena in (True, False):
+            out = Path(tmp) / f"arena{int(arena)}.npy"
+            done = subprocess.run([sys.executable, "-c", ARENA_PROBE, str(ROOT), "1" if arena else "0",
+                                   str(default_intra_op_threads()), str(n_views), str(out)],
+                                  cwd=bench_dir, capture_output=True, text=True, env={**__import__("os").environ,
+                                                                                     "PYTHONPATH": bench_dir})
+            if done.returncode:
+                raise RuntimeError(done.stderr[-2000:])
+            p50, mean, rss0, rss1, rss_max, hwm = map(float, done.stdout.split()[-6:])
+            outs[arena] = np.load(out)
+            name = f"backbone alone, onnxruntime CPU memory arena {'on (default)' if arena else 'off'}"
+            rows.append(Row("levers", name, n_views, p50, None, mean, 1 / mean, "view/s",
+                            f"RSS {rss0:.0f} -> {rss1:.0f} MB over {n_views} views, peak {hwm:.0f} MB"))
+            extra[f"arena_{'on' if arena else 'off'}"] = {"rss_first_mb": rss0, "rss_last_mb": rss1,
+                                                        "rss_max_mb": rss_max, "vmhwm_mb": hwm}
+    extra["arena_outputs_identical"] = bool(np.array_equal(outs[True], outs[False]))
+    rows[1].note += "; outputs " + ("identical" if extra["arena_outputs_identical"] else "DIFFER")
+    return rows, extra
+
+
 def seed_lever_rows(seed, transform, images, repeats: int) -> list[Row]:
     rows = []
     for threads in (1, 2):
@@ -240,6 +354,14 @@ def main(argv: list[str] | None = None) -> int:
         print_rows(lever_rows, "levers: threads and bf16 (batch 1)")
         det_rows, det_extra = detector_rows(model, ours._featurizer, lever_images, args.repeats)
         extra.update(det_extra)
+        if model.family == "features":
+            thread_rows, thread_extra = detector_thread_rows(ours._featurizer, lever_images, args.repeats)
+            det_rows += thread_rows
+            extra.update(thread_extra)
+            arena, arena_extra = arena_rows(3 if args.quick else max(10, len(lever_images)))
+            lever_rows += arena
+            extra.update(arena_extra)
+            print_rows(arena, "levers: ONNX Runtime memory arena (fresh process each)")
         print_rows(det_rows, "levers: face detector's share (decoded image -> Prediction)")
         dec_rows = decode_rows(paths, args.repeats)
         print_rows(dec_rows, "levers: JPEG decode alone")

@@ -138,12 +138,16 @@ def row_name(channel: Channel, clients: int) -> str:
     return f"{channel.server}: {channel.name}, {clients} client(s)"
 
 
-def load_row(channel: Channel, clients: int, result: LoadResult) -> Row:
+def load_row(channel: Channel, clients: int, result: LoadResult, server_cpu_s: float | None = None) -> Row:
+    """`server_cpu_s`: the server's CPU seconds (all its threads and children) over the whole setting."""
     s = summary(result.latencies)
     note = f"{len(result.errors)} errors: {result.errors[0]}" if result.errors else ""
+    answered = len(result.latencies) + len(result.errors)
+    cpu = server_cpu_s / answered if server_cpu_s is not None and answered else None
     return Row(channel.server, row_name(channel, clients), s["n"], s["p50"], s["p95"], s["mean"],
                len(result.latencies) / result.wall if result.wall else None, "req/s", note,
-               extra={"clients": clients, "errors": len(result.errors), "wall_s": result.wall})
+               extra={"clients": clients, "errors": len(result.errors), "wall_s": result.wall,
+                      "server_cpu_s": server_cpu_s}, cpu_mean=cpu)
 
 
 # ---------------------------------------------------------------------------------------------- servers
@@ -219,12 +223,17 @@ def bench_server(name: str, model_env: dict, workdir: Path, images: list[Sample]
             channel.close(warm)
             for clients in concurrency:
                 per_client = max(1, math.ceil(requests / clients))
-                rows.append(load_row(channel, clients, run_load(channel, server.url, images, clients, per_client)))
+                cpu0 = server.cpu_seconds()
+                result = run_load(channel, server.url, images, clients, per_client)
+                rows.append(load_row(channel, clients, result, server.cpu_seconds() - cpu0))
+                cpu = rows[-1].cpu_mean
                 print(f"    {rows[-1].name}: {rows[-1].n} answers, p50 "
-                      f"{'-' if rows[-1].p50 is None else f'{rows[-1].p50:.3f} s'}", flush=True)
+                      f"{'-' if rows[-1].p50 is None else f'{rows[-1].p50:.3f} s'}, server CPU "
+                      f"{'-' if cpu is None else f'{cpu * 1000:.0f} ms'} per request", flush=True)
         peak = server.peak_rss_mb()
+        after = server.rss_mb()
         process = {"cold_start_s": cold, "rss_after_first_answer_mb": idle, "peak_rss_mb": peak,
-                   "alive_after_load": server.alive()}
+                   "rss_after_load_mb": after, "alive_after_load": server.alive()}
     finally:
         server.stop()
     return rows, process
@@ -279,10 +288,12 @@ def main(argv: list[str] | None = None) -> int:
 
     print_rows(rows, "latency per request (seconds) and answers per second", time_unit="s")
     print("\nprocesses (one server at a time)")
-    print(f"  {'server':<8} {'cold start s':>13} {'RSS after 1st answer MB':>24} {'peak RSS (VmHWM) MB':>20}")
+    print(f"  {'server':<8} {'cold start s':>13} {'RSS after 1st answer MB':>24} {'peak RSS (VmHWM) MB':>20} "
+          f"{'RSS after the load MB':>22}")
     for name, p in processes.items():
         print(f"  {name:<8} {p['cold_start_s']:>13.1f} {p['rss_after_first_answer_mb'] or float('nan'):>24.0f} "
-              f"{p['peak_rss_mb'] or float('nan'):>20.0f}" + ("" if p["alive_after_load"] else "  (DIED under load)"))
+              f"{p['peak_rss_mb'] or float('nan'):>20.0f} {p['rss_after_load_mb'] or float('nan'):>22.0f}"
+              + ("" if p["alive_after_load"] else "  (DIED under load)"))
 
     ratios: list[Ratio] = []
     by_name = {r.name: r for r in rows}
@@ -297,6 +308,15 @@ def main(argv: list[str] | None = None) -> int:
                            Ratio(f"REST p95, {c} client(s)", ours.p95, seed.p95, False),
                            Ratio(f"REST req/s, {c} client(s)", ours.rate, seed.rate, True)]
         print_ratios(ratios, "ours / seed (REST against the seed's REST)")
+    if len(concurrency) > 1:
+        low, high = min(concurrency), max(concurrency)
+        print(f"\nscaling: requests per second at {high} client(s) / at {low} (same channel)")
+        for channels in CHANNELS.values():
+            for ch in channels:
+                a, b = by_name.get(row_name(ch, low)), by_name.get(row_name(ch, high))
+                if a and b and a.rate and b.rate:
+                    print(f"  {ch.server}: {ch.name}: {b.rate:.2f} / {a.rate:.2f} = {b.rate / a.rate:.2f}x "
+                          f"(p95 {b.p95:.3f} s at {high}, {a.p95:.3f} s at {low})")
     if "ours" in processes and "noop" in processes:
         print("\nabove the protocol floor (ours p50 minus the no-op app's p50, same channel)")
         for ours_ch, floor_ch in zip(CHANNELS["ours"][::-1], CHANNELS["noop"]):

@@ -17,14 +17,15 @@ only the linear probe is trained on them (its row: feature vectors per second th
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 
 import numpy as np
 import torch
 
-from benchutil import (SEED_ARCH, Ratio, Row, apply_quick, common_parser, cycle, decode_all, describe_sample,
-                       end_load, latency_row, machine_info, print_machine, print_ratios, print_rows, sample_images,
-                       save_json, timed)
+from benchutil import (SEED_ARCH, Ratio, Row, apply_quick, common_parser, cycle, decode_all, default_model,
+                       describe_sample, end_load, latency_row, machine_info, print_machine, print_ratios, print_rows,
+                       sample_images, save_json, timed)
 
 PIXEL_ARCHS = ("efficientnet-lite0", "efficientnet-lite0-attention", SEED_ARCH)
 PRESET_OF = {SEED_ARCH: "seed"}  # the others train with the lite0 preset's loss and optimiser
@@ -105,10 +106,13 @@ def clip_rows(paths, images, repeats: int, probe_steps: int) -> list[Row]:
     from fakeface.pipeline import training_crop
     from fakeface.training import loss_fn, make_config, train_step
 
-    model = create_model("clip-vit-b16-probe")  # the default recipe: 5 views, 4 layers, cls + patch mean
+    model, _ = default_model(None)  # the shipped default's recipe (one 224 px view), else the stand-in's
+    if model.family != "features":
+        model = create_model("clip-vit-b16-probe")
     featurizer = ClipFeaturizer(model.recipe)
     featurizer(images[0])  # untimed: builds the session's kernels
-    rows = [latency_row("features cpu", "CLIP featurize (5 views, int8 ONNX)",
+    n_views = sum(n * n for _, n in model.recipe.views)
+    rows = [latency_row("features cpu", f"CLIP featurize ({n_views} view{'s' * (n_views > 1)}, int8 ONNX)",
                         [timed(featurizer, im) for _ in range(repeats) for im in images], note="decoded image in")]
 
     detector = FaceDetector("auto")
@@ -121,7 +125,7 @@ def clip_rows(paths, images, repeats: int, probe_steps: int) -> list[Row]:
 
     # The probe trains on cached vectors: feature vectors per second through its training steps.
     config = make_config("default")
-    probe = create_model("clip-vit-b16-probe").train()
+    probe = copy.deepcopy(model).train()
     dim, batch = model.recipe.dim, config.batch_size
     feats = torch.from_numpy(np.random.default_rng(0).standard_normal((batch, dim), dtype=np.float32))
     y = (torch.arange(batch) % 2).float()

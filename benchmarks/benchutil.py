@@ -113,6 +113,15 @@ def _version(module: str) -> str | None:
         return None
 
 
+def _ort_threads():
+    try:
+        from fakeface.clip_backbone import default_intra_op_threads
+
+        return default_intra_op_threads()
+    except Exception:  # noqa: BLE001 - onnxruntime missing: the report still prints
+        return None
+
+
 def machine_info() -> dict:
     import torch
 
@@ -142,8 +151,8 @@ def machine_info() -> dict:
         "gradio": _version("gradio"),
         "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
-        # 0 = ONNX Runtime's default: one intra-op thread per physical core
-        "onnxruntime_intra_op_threads": "default (one per physical core)",
+        # what fakeface.clip_backbone.ClipOnnxEncoder uses unless told: one per usable core ($FAKEFACE_ORT_THREADS)
+        "onnxruntime_intra_op_threads": _ort_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
     return info
@@ -260,12 +269,29 @@ class Row:
     unit: str = "img/s"
     note: str = ""
     extra: dict = field(default_factory=dict)
+    cpu_mean: float | None = None  # CPU seconds per call (all threads of the process), beside the wall time
+
+
+class Times(list):
+    """Wall seconds per call, with the process's CPU seconds per call in `.cpu` (time.process_time: every
+    thread of this process, so ONNX Runtime's and torch's worker threads count)."""
+
+    def __init__(self, wall=(), cpu=()):
+        super().__init__(wall)
+        self.cpu = list(cpu)
 
 
 def timed(fn, *args) -> float:
     t0 = time.perf_counter()
     fn(*args)
     return time.perf_counter() - t0
+
+
+def timed_cpu(fn, *args) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) of one call."""
+    c0, t0 = time.process_time(), time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 def summary(seconds: list[float]) -> dict:
@@ -282,7 +308,9 @@ def latency_row(section: str, name: str, seconds: list[float], items_per_call: i
     with early exit the call times are bimodal and the median would hide the fast calls."""
     s = summary(seconds)
     rate = items_per_call / s["mean"] if s["mean"] else None
-    return Row(section, name, s["n"], s["p50"], s["p95"], s["mean"], rate, unit, note)
+    cpu = getattr(seconds, "cpu", None)
+    return Row(section, name, s["n"], s["p50"], s["p95"], s["mean"], rate, unit, note,
+               cpu_mean=float(np.mean(cpu)) if cpu else None)
 
 
 def _ms(v: float | None) -> str:
@@ -299,10 +327,13 @@ def print_rows(rows: list[Row], title: str, time_unit: str = "ms") -> None:
     width = max([len(r.name) for r in rows] + [10])
     print(f"\n{title}")
     print(f"  {'':<{width}} {'n':>4} {'p50 ' + time_unit:>9} {'p95 ' + time_unit:>9} {'mean ' + time_unit:>9} "
-          f"{'rate':>9} {'unit':<7} note")
+          f"{'cpu ' + time_unit:>9} {'rate':>9} {'unit':<7} note")
     for r in rows:
-        print(f"  {r.name:<{width}} {r.n:>4} {fmt(r.p50):>9} {fmt(r.p95):>9} {fmt(r.mean):>9} {_rate(r.rate):>9} "
-              f"{r.unit:<7} {r.note}")
+        print(f"  {r.name:<{width}} {r.n:>4} {fmt(r.p50):>9} {fmt(r.p95):>9} {fmt(r.mean):>9} {fmt(r.cpu_mean):>9} "
+              f"{_rate(r.rate):>9} {r.unit:<7} {r.note}")
+    if any(r.cpu_mean is not None for r in rows):
+        print("  (cpu: CPU time per call, mean; in-process rows count this process's threads, server rows the "
+              "server process and its children, divided by its answers)")
 
 
 @dataclass
@@ -370,6 +401,18 @@ def proc_status(pid: int, key: str) -> float | None:
     return None
 
 
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def proc_cpu_seconds(pid: int) -> float | None:
+    """utime + stime of a process (all its threads), in seconds, or None once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK  # fields 14 and 15 of stat(5), after "pid (comm)"
+
+
 def child_pids(pid: int) -> list[int]:
     """Every descendant of pid (a server that forks helpers uses their memory too)."""
     found, todo = [], [pid]
@@ -411,7 +454,14 @@ class ServerProcess:
         return sum(values) if values else None
 
     def rss_mb(self) -> float | None:
-        return proc_status(self.proc.pid, "VmRSS")
+        """VmRSS of the server and its descendants now."""
+        values = [proc_status(p, "VmRSS") for p in [self.proc.pid] + child_pids(self.proc.pid)]
+        values = [v for v in values if v is not None]
+        return sum(values) if values else None
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds used so far by the server and its living descendants."""
+        return sum(v for v in (proc_cpu_seconds(p) for p in [self.proc.pid] + child_pids(self.proc.pid)) if v)
 
     def log_tail(self, n: int = 3000) -> str:
         self._log.flush()

@@ -156,8 +156,9 @@ class ClipOnnxEncoder:
         self.threads = int(threads) if threads else default_intra_op_threads()
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1  # the graph runs sequentially; a second pool would only wait
-        # The arena keeps the largest run's buffers for reuse (runs are one at a time, so it stops growing after
-        # the first); without it every run allocates afresh (measured in benchmarks/bench_model.py).
+        # The arena keeps the largest run's buffers for reuse; runs are one at a time, so it stops growing after
+        # the first (+8 MB over 20 views). Off: identical outputs, ~10 MB less, time within noise
+        # (benchmarks/bench_model.py, "memory arena" rows), so ONNX Runtime's default stays.
         options.enable_cpu_mem_arena = bool(cpu_mem_arena)
         # Idle pool threads sleep instead of spinning: on a small, shared CPU (2 cores, a server's other
         # threads, a detector) spinning workers steal the cores the next run needs.

@@ -51,11 +51,14 @@ HAAR_CASCADE = "haarcascade_frontalface_default.xml"  # found 86% of ciplab face
 HAAR_MIN_NEIGHBORS = 5
 DEFAULT_MIN_SCORE = {"mtcnn": 0.9, "haar": 0.5}  # haar 0.5 = exactly HAAR_MIN_NEIGHBORS merged hits
 BACKENDS = ("auto", "mtcnn", "haar", "none")
-# PyTorch intra-op threads while MTCNN runs. MTCNN is many small convolutions, where OpenMP workers mostly spin
-# waiting for each other; with another process or thread on the cores (a server's ONNX Runtime run, the HTTP
-# threads) 2 threads were measured several times slower than 1 on a 2-core box (benchmarks/bench_model.py,
-# "detector" rows). The boxes do not depend on it (checked on examples/). None leaves torch's setting alone.
-DETECT_TORCH_THREADS = 1
+# PyTorch intra-op threads while MTCNN runs. MTCNN is many small convolutions, and idle OpenMP workers spin:
+# with the backbone busy in another thread on a 2-core box, detection took 119 ms p50 with 1 thread and 2.0 s with
+# 2 (benchmarks/bench_model.py, "detector" rows); alone on a quiet box 2 threads are faster (49 vs 78 ms), and in
+# the served app the two were within run-to-run noise. 1 keeps the worst case bounded. The crops do not depend on
+# it: on examples/ and 60 ciplab photos every crop region was the same with 1 and 2 threads (boxes within 6e-5 px,
+# float summation order). $FAKEFACE_DETECTOR_THREADS overrides it; 0 leaves torch's setting alone (as does None).
+_THREADS_ENV = os.environ.get("FAKEFACE_DETECTOR_THREADS", "").strip()
+DETECT_TORCH_THREADS = (int(_THREADS_ENV) or None) if _THREADS_ENV.isdigit() else 1
 
 
 @dataclass(frozen=True)
