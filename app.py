@@ -1,7 +1,7 @@
 """The fakeface Space: a Gradio page, its API endpoints and a plain REST route, all on one FastAPI app.
 
 `python app.py` loads the model once (from $FAKEFACE_MODEL, else the `user/repo@commit` that `fakeface publish`
-pinned in pinned_model.txt, else the project's Hub repo or the bundled copy) and serves on
+pinned in pinned_model.txt, else the bundled copy) and serves on
 $GRADIO_SERVER_NAME:$GRADIO_SERVER_PORT; when no model (or its backbone) can be had, it exits at once with one
 sentence saying what to set or install. Tests build the same app around their own Predictor with
 `create_app(predictor)`.
@@ -187,8 +187,7 @@ PINNED_MODEL_FILE = Path(__file__).resolve().parent / PIN_FILE  # written by `fa
 
 def model_spec() -> str | None:
     """The model this server is told to serve: $FAKEFACE_MODEL, else the id `fakeface publish` pinned in the
-    Space repo (PIN_FILE beside app.py), else None (the library's default: the project's Hub repo, then the
-    bundled copy)."""
+    Space repo (PIN_FILE beside app.py), else None (the library's default: the bundled copy)."""
     spec = os.environ.get("FAKEFACE_MODEL", "").strip()
     if not spec and PINNED_MODEL_FILE.is_file():
         spec = PINNED_MODEL_FILE.read_text(encoding="utf-8").strip()

@@ -243,7 +243,7 @@ def default_model(spec: str | None):
 
     spec = spec or os.environ.get("FAKEFACE_MODEL")
     try:
-        model, source = load_model(spec, try_hub_default=False)  # never today's Hub copy unless named
+        model, source = load_model(spec)
         return model, source.describe()
     except FakefaceError as exc:
         if spec:

@@ -64,9 +64,10 @@ def parse_model_spec(spec: str) -> tuple[str, str | None]:
     return repo, revision or None
 
 
-def load_model(spec: str | None = None, try_hub_default: bool = True) -> tuple[FakeFaceModel, ModelSource]:
+def load_model(spec: str | None = None) -> tuple[FakeFaceModel, ModelSource]:
     """Load a model from a local folder, a Hub id ('user/repo[@rev]'), or by default: $FAKEFACE_MODEL, then the
-    project's Hub repo (when reachable), then the bundled copy. Only safetensors are ever read."""
+    bundled copy. Only safetensors are ever read. (No project Hub repo is tried unnamed: the project does not own
+    one yet, and whoever registered the name would otherwise choose what everyone serves.)"""
     spec = spec or os.environ.get("FAKEFACE_MODEL") or None
     if spec:
         location, revision = parse_model_spec(spec)
@@ -75,11 +76,6 @@ def load_model(spec: str | None = None, try_hub_default: bool = True) -> tuple[F
         if os.path.exists(location):
             raise FakefaceError(f"{location} is a file; --model takes a model folder or a Hub repo id.")
         return _from_hub(location, revision)
-    if try_hub_default and not _offline():
-        try:
-            return _from_hub(DEFAULT_HUB_REPO, None)
-        except FakefaceError:
-            pass  # unreachable or missing: the bundled copy is the promised fallback
     if not (BUNDLED_MODEL_DIR / WEIGHTS_FILE).exists():
         raise ModelUnavailable(f"No bundled model at {BUNDLED_MODEL_DIR}; pass --model DIR_OR_HUB_ID.",
                                "no model was named and this copy of fakeface has no bundled model")

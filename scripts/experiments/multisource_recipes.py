@@ -59,8 +59,8 @@ def columns(layers, tokens):
 
 def fit_predict(train, test, cols, r):
     rows, labels, cells = [X[None][train][:, cols]], [y[train]], list(src[train])
-    if r.get("aug", True):
-        rows.append(X["aug:1"][train][:, cols]); labels.append(y[train]); cells += list(src[train])
+    for k in range(1, 1 + (int(r.get("aug", True)) and r.get("copies", 1))):  # "copies": augmented copies per image
+        rows.append(X[f"aug:{k}"][train][:, cols]); labels.append(y[train]); cells += list(src[train])
     if r.get("sbi", False):
         reals = train[y[train] == 0]
         rows.append(X["sbi:1"][reals][:, cols]); labels.append(np.ones(len(reals))); cells += ["sbi"] * len(reals)
