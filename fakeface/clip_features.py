@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from PIL import Image
 
-from .clip_backbone import GRID, WIDTH, ClipOnnxEncoder, grid_views, to_clip_pixels
+from .clip_backbone import GRID, WIDTH, ClipOnnxEncoder, file_sha256, grid_views, locate_clip_onnx, to_clip_pixels
 
 DEFAULT_RECIPE = {"views": [[224, 1], [448, 2]], "layers": [5, 7, 9, 11], "tokens": ["cls", "patch_mean"]}
 
@@ -60,14 +60,23 @@ class ClipFeaturizer:
 
     def __init__(self, recipe: FeatureRecipe, encoder: ClipOnnxEncoder | None = None):
         self.recipe = recipe
-        self.encoder = encoder or ClipOnnxEncoder()
+        self._encoder = encoder
+        # Without an encoder the ONNX session opens on first use: a training pass whose features are all cached
+        # needs only the file's hash (for the cache key), not seconds of session start and its memory.
+        self._path = encoder.path if encoder else locate_clip_onnx()
+
+    @property
+    def encoder(self) -> ClipOnnxEncoder:
+        if self._encoder is None:
+            self._encoder = ClipOnnxEncoder(self._path)
+        return self._encoder
 
     def __call__(self, image: Image.Image) -> np.ndarray:
         return self.features_and_tokens(image)[0]
 
     def fingerprint(self) -> dict:
         """What shapes a cached summary on this side: the backbone file and the views."""
-        return {"backbone_sha256": self.encoder.sha256, "views": [list(v) for v in self.recipe.views]}
+        return {"backbone_sha256": file_sha256(self._path), "views": [list(v) for v in self.recipe.views]}
 
     def summary(self, image: Image.Image) -> np.ndarray:
         """(groups, 12, 2, 768): what the feature cache stores for one face crop."""

@@ -184,7 +184,7 @@ def read_mix_file(path: str | Path) -> list[dict]:
 
 
 def _only_source(data: FaceData) -> str:
-    return data.train[0]["source"] if len(data.train) else ""
+    return data.train["source"][0] if len(data.train) else ""  # the column alone: no image is decoded
 
 
 # ---------------------------------------------------------------- local folders

@@ -482,8 +482,8 @@ def per_source_report(is_fake, fake_prob, sources, threshold: float) -> dict:
                 hits = int((p[sel] >= threshold).sum())
                 entry[key] = hits / int(sel.sum())
                 entry[f"{key}_wilson_95"] = list(wilson_interval(hits, int(sel.sum())))
-        if "fpr" in entry:
-            flagged[name] = {"flagged": int(round(entry["fpr"] * entry["n_real"])), "of": entry["n_real"]}
+                if cls == 0:
+                    flagged[name] = {"flagged": hits, "of": int(sel.sum())}
         report[name] = entry
     real = y == 0
     hits = int((p[real] >= threshold).sum())

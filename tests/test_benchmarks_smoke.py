@@ -66,14 +66,7 @@ def test_serving_benchmark_runs_the_seed_and_the_floor(tmp_path):
 
 
 @pytest.mark.slow
-def test_model_benchmark_runs_both_designs(tmp_path):
-    from fakeface.clip_backbone import locate_clip_onnx
-    from fakeface.errors import FakefaceError
-
-    try:
-        locate_clip_onnx()
-    except FakefaceError:
-        pytest.skip("the CLIP ONNX backbone is not installed")
+def test_model_benchmark_runs_both_designs(tmp_path, clip_backbone):
     out = tmp_path / "model.json"
     done = _run("bench_model.py", "--quick", "--no-levers", "--images", str(ROOT / "examples"), "--json", str(out))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

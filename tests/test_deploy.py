@@ -46,18 +46,7 @@ def _closed_endpoint() -> str:
 
 
 @pytest.fixture(scope="module")
-def backbone():
-    from fakeface.clip_backbone import locate_clip_onnx
-    from fakeface.errors import FakefaceError
-
-    try:
-        return locate_clip_onnx()
-    except FakefaceError:
-        pytest.skip("the CLIP backbone is not installed here (scripts/setup.sh installs it)")
-
-
-@pytest.fixture(scope="module")
-def published(hub_endpoint, backbone):
+def published(hub_endpoint, clip_backbone):
     """`fakeface publish fakeface/default_model --repo ... --space ...`, counting the commits it makes."""
     from huggingface_hub import HfApi
 
@@ -81,7 +70,7 @@ def published(hub_endpoint, backbone):
             status = main(["publish", str(BUNDLED_MODEL_DIR), "--repo", MODEL_REPO, "--space", SPACE_REPO])
     assert status == 0, err.getvalue()
     summary = json.loads(out.getvalue())
-    return {"summary": summary, "commits": commits, "stderr": err.getvalue(), "backbone": backbone}
+    return {"summary": summary, "commits": commits, "stderr": err.getvalue(), "backbone": clip_backbone}
 
 
 @pytest.fixture(scope="module")

