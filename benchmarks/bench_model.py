@@ -60,7 +60,7 @@ def ours_runner(predictor):
 def without_early_exit(model):
     """The same model answering every image through all its views (the early exit's comparison)."""
     full = copy.deepcopy(model)
-    full.early_exit = None
+    full.remove_early_exit()
     return full
 
 

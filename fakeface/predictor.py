@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from .errors import FakefaceError
-from .faces import FaceDetector, face_crops
+from .faces import detector_for, face_crops
 from .hub import ModelSource, load_model
 from .images import load_image
 from .models import FakeFaceModel, probabilities
@@ -72,7 +72,7 @@ class Predictor:
         self.model = model.eval()
         self.source = source
         self.threshold = model.threshold if threshold is None else float(threshold)
-        self.detector = FaceDetector(backend=detector) if detector != "none" else None
+        self.detector = detector_for(model.config.crop, backend=detector)
         self._featurizer = None
         self._transform = None
         self._lock = threading.Lock()
@@ -100,7 +100,7 @@ class Predictor:
         # The backbone file: installed package, else the model's own Hub repo (the Space's way), else ours.
         hub_repo = self.source.location if self.source and self.source.kind == "hub" else DEFAULT_HUB_REPO
         revision = self.source.revision if self.source and self.source.kind == "hub" else None
-        encoder = ClipOnnxEncoder(locate_clip_onnx(hub_repo, revision))
+        encoder = ClipOnnxEncoder(locate_clip_onnx(hub_repo, revision, self.model.config.backbone_file))
         pinned = self.model.backbone_sha256
         if pinned and encoder.sha256 != pinned:
             raise FakefaceError(
@@ -118,49 +118,19 @@ class Predictor:
         return self._transform
 
     def crops(self, image: Image.Image):
-        if self.detector is None:
-            from .faces import FaceCrop
-
-            return [FaceCrop(image=image, box=None, found=False)]
+        """Every face crop (or the whole image), as training and evaluation crop (faces.face_crops)."""
         return face_crops(image, self.detector)
 
     @torch.no_grad()
     def logits(self, crops: list[Image.Image], heatmap: bool = False):
         """Raw logits for face crops (and heat maps when asked). Each crop is computed on its own values only."""
         if self.model.family == "features":
-            out, maps = [], []
-            for crop in crops:
-                logit, tokens = self._features_logit(crop, full=heatmap)
-                out.append(logit)
-                maps.append(self._clip_heatmap(tokens) if heatmap else None)
-            return np.array(out, dtype=np.float32), maps
+            scored = [self.model.crop_logit(self.featurizer, crop, explain=heatmap) for crop in crops]
+            return np.array([logit for logit, _ in scored], dtype=np.float32), [m for _, m in scored]
         x = torch.stack([self.transform(c) for c in crops])
         out = self.model(x).numpy()
         maps = [m.numpy() for m in self.model.spatial_map(x)] if heatmap else [None] * len(crops)
         return out, maps
-
-    def _features_logit(self, crop: Image.Image, full: bool = False):
-        """One crop's logit from the frozen features. With an early exit, the first view group is encoded
-        first and the rest only when the fast probe is unsure (or `full`, e.g. for a heat map). The answer is
-        the model's forward on the full vector whenever the rest is computed, so both routes agree."""
-        model, featurizer = self.model, self.featurizer
-        if model.early_exit is None:
-            feats, tokens = featurizer.features_and_tokens(crop)
-            return float(model(torch.from_numpy(feats[None]))[0]), tokens
-        first, first_tokens = featurizer.group_features(crop, 0)
-        fast = model.fast_logits(torch.from_numpy(first[None]))
-        if not full and bool(model.exits(fast)[0]):
-            return float(model.exit_logits(fast)[0]), None
-        rest = [featurizer.group_features(crop, g) for g in range(1, len(model.recipe.views))]
-        feats = np.concatenate([first] + [f for f, _ in rest])
-        return float(model(torch.from_numpy(feats[None]))[0]), [first_tokens] + [t for _, t in rest]
-
-    def _clip_heatmap(self, tokens):
-        from .clip_features import patch_heatmap
-
-        probe = self.model.net
-        weight = (probe.linear.weight[0] / probe.feature_std).numpy()
-        return patch_heatmap(self.model.recipe, tokens, weight)
 
     # ----------------------------------------------------------------------------------------- public calls
 

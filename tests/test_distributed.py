@@ -89,11 +89,11 @@ class RecordingFeaturizer:
 
 
 def featurize_images(cache_dir: Path):
-    from fakeface.models import FakeFaceModel
+    from fakeface.models import create_model
     from fakeface.pipeline import featurize
 
     featurizer = RecordingFeaturizer()
-    model = FakeFaceModel("clip-vit-b16-probe", features=RECIPE)
+    model = create_model("clip-vit-b16-probe", features=RECIPE)
     feats = featurize(image_set(), model, None, cache_dir=cache_dir, featurizer=featurizer)
     return feats, featurizer.computed
 

@@ -1,11 +1,12 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from fakeface.errors import FakefaceError
-from fakeface.models import ARCHITECTURES, FakeFaceModel, arch_spec, create_model
+from fakeface.models import ARCHITECTURES, FakeFaceModel, ModelConfig, architecture, create_model
 
 
 @pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
@@ -21,12 +22,49 @@ def test_save_then_load_gives_identical_outputs(arch, tmp_path):
     loaded = FakeFaceModel.from_pretrained(str(tmp_path))
     assert torch.equal(model(x), loaded(x))
     config = json.loads((tmp_path / "config.json").read_text())
-    spec = arch_spec(arch)
-    assert config["arch"] == arch and config["input_size"] == spec.input_size
-    assert config["mean"] == list(spec.mean) and config["labels"] == ["fake", "real"]
+    defaults = architecture(arch).default_config()
+    assert config["arch"] == arch and config["input_size"] == defaults.input_size
+    assert config["mean"] == defaults.mean and config["labels"] == ["fake", "real"]
+    assert isinstance(loaded.config, ModelConfig) and loaded.config == model.config
     assert (config["temperature"], config["threshold"]) == (1.7, 0.42)
     assert (loaded.temperature, loaded.threshold) == (1.7, 0.42)
     assert not list(tmp_path.glob("*.bin")) and (tmp_path / "model.safetensors").exists()
+
+
+def test_config_is_one_dataclass_the_hub_mixin_writes_and_reads(tmp_path):
+    """config.json is exactly the ModelConfig's fields; calibration, pin and crop set after init are saved."""
+    from dataclasses import asdict
+
+    model = create_model("clip-vit-b16-probe", features={"views": [[224, 1]], "layers": [11], "tokens": ["cls"]})
+    model.set_calibration(temperature=1.25, threshold=0.6)
+    model.pin_backbone("ab" * 32)
+    model.record_crop({"margin": 1.33, "detector": "mtcnn", "max_side": 640})
+    model.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved == json.loads(json.dumps(asdict(model.config)))
+    assert saved["backbone_file"] == "clip_encoder.int8.onnx" and saved["crop"]["max_side"] == 640
+    loaded = FakeFaceModel.from_pretrained(str(tmp_path))
+    assert loaded.config == model.config and loaded.threshold == 0.6 and loaded.backbone_sha256 == "ab" * 32
+
+
+def test_config_json_of_an_earlier_version_still_loads(tmp_path):
+    """The shipped model's config.json predates `backbone_file` and `crop`; unknown keys are ignored."""
+    shipped = Path(__file__).resolve().parents[1] / "fakeface" / "default_model"
+    for name in ("config.json", "model.safetensors"):
+        (tmp_path / name).write_bytes((shipped / name).read_bytes())
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "some_future_key": 1}))
+    loaded = FakeFaceModel.from_pretrained(str(tmp_path))
+    assert loaded.threshold == config["threshold"] and loaded.config.crop is None
+    assert loaded.config.backbone_file == "clip_encoder.int8.onnx"
+
+
+def test_registry_defaults_are_fresh_per_model():
+    a, b = architecture("clip-vit-b16-probe").default_config(), architecture("clip-vit-b16-probe").default_config()
+    a.features["layers"].append(3)
+    assert b.features["layers"] == [5, 7, 9, 11]
+    with pytest.raises(FakefaceError, match="learning_rate"):
+        create_model("efficientnet-lite0", learning_rate=0.1)
 
 
 def test_folder_without_safetensors_is_refused(tmp_path):

@@ -157,11 +157,11 @@ class CountingFeaturizer:
 
 def test_feature_cache_is_keyed_by_backbone_crop_and_variant(tmp_path, monkeypatch):
     from fakeface import faces
-    from fakeface.models import FakeFaceModel
+    from fakeface.models import create_model
     from fakeface.pipeline import _raw, featurize
 
     ds = _raw(load_face_sources([str(write_folder(tmp_path / "faces", n_per_class=2, size=16))]).train)
-    model = FakeFaceModel("clip-vit-b16-probe", features={"views": [[224, 1]], "layers": [11], "tokens": ["cls"]})
+    model = create_model("clip-vit-b16-probe", features={"views": [[224, 1]], "layers": [11], "tokens": ["cls"]})
     cache = tmp_path / "cache"
     run = lambda f, variant=None: featurize(ds, model, None, cache, featurizer=f, degradation=variant)  # noqa: E731
     first = CountingFeaturizer()

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from fakeface import pipeline
+from fakeface import faces, pipeline
 from fakeface.data import load_face_sources
 from fakeface.faces import FaceDetector
 from fakeface.images import load_image
@@ -66,6 +66,44 @@ def test_training_features_and_serving_agree_on_one_image(clip_backbone, tmp_pat
     assert len(served.faces) == 1
     assert abs(served.fake_prob - train_prob) <= 1e-6
     assert abs(train_prob - 0.5) > 0.1  # the comparison is not between two coin flips
+
+
+def test_evaluation_scores_every_face_as_serving_does(clip_backbone, tmp_path):
+    """A two-face image: evaluation (the card's figures) gives the probability the Space gives, its most-fake
+    face's, while training learns from its largest face only."""
+    from fakeface.training import TrainConfig
+
+    detector = FaceDetector()
+    if not detector.available:
+        pytest.skip("no face detector is installed")
+    data = tmp_path / "data"
+    (data / "fake").mkdir(parents=True)
+    (data / "real").mkdir()
+    shutil.copy(EXAMPLES / "two_faces.jpg", data / "fake" / "two_faces.jpg")
+    shutil.copy(EXAMPLES / "grace_hopper.jpg", data / "real" / "grace_hopper.jpg")
+    ds = pipeline._raw(load_face_sources(str(data)).train)
+
+    torch.manual_seed(1)
+    model = create_model("clip-vit-b16-probe", features=RECIPE).eval()
+    with torch.no_grad():
+        model.net.linear.weight.mul_(100)
+    model.set_calibration(temperature=300.0, threshold=0.5)  # keeps both faces' probabilities off 0 and 1
+    model.record_crop(faces.crop_settings(detector))
+    inputs = pipeline.model_inputs(model, TrainConfig(), ds, False, detector, cache_dir=tmp_path / "cache")
+    two = ds["path"].index(next(p for p in ds["path"] if p.endswith("two_faces.jpg")))
+    assert sorted(inputs.image_index.tolist()).count(two) == 2  # both faces are rows
+    evaluated = probabilities(pipeline.image_logits(model, inputs, len(ds)), model.temperature)
+
+    predictor = Predictor(model, detector="auto")
+    assert predictor.detector.max_side == detector.max_side  # serving crops from the model's own settings
+    served = predictor.predict_file(str(EXAMPLES / "two_faces.jpg"))
+    assert len(served.faces) == 2
+    assert abs(served.fake_prob - float(evaluated[two])) <= 1e-6
+    per_face = sorted(f.fake_prob for f in served.faces)
+    assert per_face[1] - per_face[0] > 1e-3  # the max really chose between two different answers
+
+    trained = pipeline.featurize(ds, model, detector, cache_dir=tmp_path / "cache")
+    assert trained.shape == (len(ds), model.recipe.dim)  # one row per image: its largest face
 
 
 # ------------------------------------------------------------- one list, one rule, one meaning (issue 12)
