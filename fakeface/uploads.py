@@ -80,6 +80,9 @@ class UploadTracker:
     (another session's upload, or one it guessed) has no unbound upload to bind and is refused, so it can
     neither read that file nor get it deleted. Files never released (the page keeps its image) are left to
     Gradio's delete_cache.
+
+    Why not delete_cache alone: it deletes cache files by age on a timer, whoever uploaded them, so it can
+    neither bind an upload to the session that first used it nor delete it as soon as its request ends.
     """
 
     _PRUNE_AT = 10_000  # entries; past this, those whose files are gone are dropped

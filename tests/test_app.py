@@ -1,5 +1,5 @@
 """The Space: app.py's page and API endpoints over a real server, the REST route over HTTP, and the serving
-helpers (batch/zip limits, CSV, heat-map overlay) on their own.
+modules on their own (ui's page logic, batch/zip limits and CSV, the heat-map overlay, the one gate).
 
 A tiny untrained model stands in for the real one: these tests check wiring and contracts, not accuracy.
 """
@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 
 import app
-from fakeface import serving
+from fakeface import batch, rest, serving, ui
 from fakeface.errors import FakefaceError
 from fakeface.images import MAX_FILE_BYTES
 from fakeface.predictor import FaceResult, Prediction, Predictor
@@ -159,11 +159,11 @@ def test_predict_batch_two_files_table_and_csv(client, tmp_path):
         paths.append(tmp_path / f"img{i}.png")
         paths[-1].write_bytes(photo_bytes(seed=i))
     table, csv_path, summary = client.predict([handle_file(str(p)) for p in paths], api_name="/predict_batch")
-    assert table["headers"] == serving.BATCH_COLUMNS
+    assert table["headers"] == batch.BATCH_COLUMNS
     assert [row[0] for row in table["data"]] == ["img0.png", "img1.png"]
     assert all(row[3].split()[0] in ("REAL", "FAKE") for row in table["data"])
     lines = Path(csv_path).read_text().splitlines()
-    assert lines[0] == ",".join(serving.BATCH_COLUMNS) and len(lines) == 3
+    assert lines[0] == ",".join(batch.BATCH_COLUMNS) and len(lines) == 3
     assert summary.startswith("Analysed 2 file(s)")
 
 
@@ -203,7 +203,7 @@ def test_page_names_the_model_source(url, predictor):
 
 
 def test_queue_is_bounded():
-    demo = app.build_demo(_FixedPredictor(0.7))
+    demo = app.build_demo(_FixedPredictor(0.7), serving.new_gate())
     assert demo._queue.max_size == app.QUEUE_MAX_SIZE
 
 
@@ -238,7 +238,7 @@ def test_python_app_py_starts_offline(predictor, tmp_path):
 
 
 def _post(url, files=None, data=None):
-    return httpx.post(f"{url}{serving.REST_PATH}", files=files, data=data, timeout=60)
+    return httpx.post(f"{url}{rest.REST_PATH}", files=files, data=data, timeout=60)
 
 
 def test_rest_good_image(url, predictor):
@@ -294,7 +294,7 @@ def test_rest_too_many_pixels_is_413(url):
 def test_rest_declared_oversize_body_is_413_before_reading(url):
     # Headers only: the server answers from the Content-Length alone, without waiting for the body.
     host, port = url.removeprefix("http://").split(":")
-    head = (f"POST {serving.REST_PATH} HTTP/1.1\r\nHost: {host}\r\nContent-Type: multipart/form-data; boundary=x\r\n"
+    head = (f"POST {rest.REST_PATH} HTTP/1.1\r\nHost: {host}\r\nContent-Type: multipart/form-data; boundary=x\r\n"
             f"Content-Length: {MAX_FILE_BYTES + 10**6}\r\n\r\n")
     with socket.create_connection((host, int(port)), timeout=30) as sock:
         sock.sendall(head.encode())
@@ -322,7 +322,7 @@ class _FixedPredictor(Predictor):
 
 def test_analyse_several_faces_gives_a_verdict_per_face(photo):
     pred = _FixedPredictor(0.1, 0.9, 0.55)
-    label, summary, heat, gallery = app.analyse(pred, str(photo), 0.5)
+    label, summary, heat, gallery = ui.analyse(pred, str(photo), 0.5)
     assert label["label"] == "FAKE"
     assert "3 faces found" in summary and "face 2" in summary
     captions = [caption for _, caption in gallery["value"]]
@@ -332,7 +332,7 @@ def test_analyse_several_faces_gives_a_verdict_per_face(photo):
 
 
 def test_analyse_uncertain_band_is_said(photo):
-    label, summary, _, _ = app.analyse(_FixedPredictor(0.45), str(photo), 0.5)
+    label, summary, _, _ = ui.analyse(_FixedPredictor(0.45), str(photo), 0.5)
     assert label["label"] == "REAL (uncertain)"
     assert summary.startswith("**Uncertain, leans REAL.**")
 
@@ -341,28 +341,47 @@ def test_analyse_bad_file_gives_a_message_not_a_traceback(tmp_path):
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     with pytest.warns(UserWarning):  # gr.Warning outside a request falls back to warnings.warn
-        label, summary, heat, _ = app.analyse(_FixedPredictor(0.5), str(bad), 0.5)
+        label, summary, heat, _ = ui.analyse(_FixedPredictor(0.5), str(bad), 0.5)
     assert label is None and heat is None
     assert summary.startswith("**Could not analyse this image.** broken.jpg:")
     assert str(tmp_path) not in summary  # the server path is not shown
 
 
 def test_verdict_label_headline_follows_the_threshold():
-    out = app.verdict_label().postprocess({"label": "FAKE", "confidences": {"FAKE": 0.4, "REAL": 0.6}})
+    from fakeface.components import VerdictLabel
+
+    out = VerdictLabel().postprocess(ui.label_value("FAKE", Prediction(0.4, 0.3, 0.1)))
     assert out.label == "FAKE" and [c.label for c in out.confidences] == ["REAL", "FAKE"]
-    assert app.verdict_label().postprocess({"REAL": 0.7, "FAKE": 0.3}).label == "REAL"  # plain use unchanged
+    assert VerdictLabel().postprocess({"REAL": 0.7, "FAKE": 0.3}).label == "REAL"  # plain use unchanged
 
 
-def test_upload_path_reads_the_raw_payload():
-    assert app.upload_path({"path": "/tmp/gradio/abc/x.txt", "orig_name": "x.txt"}) == "/tmp/gradio/abc/x.txt"
-    assert app.upload_path(None) is None
+def test_payload_path_reads_the_raw_payload():
+    from fakeface.uploads import payload_path
+
+    assert payload_path({"path": "/tmp/gradio/abc/x.txt", "orig_name": "x.txt"}) == "/tmp/gradio/abc/x.txt"
+    assert payload_path("/tmp/gradio/abc/x.txt") == "/tmp/gradio/abc/x.txt"  # direct calls
+    assert payload_path(None) is None and payload_path({"path": 3}) is None
 
 
-def test_app_defines_no_component_class():
-    # Gradio writes a .pyi stub beside any module that subclasses a component; app.py must not trigger that.
+def test_component_subclasses_only_in_components_and_their_stub_ignored():
+    # Gradio writes a .pyi stub beside any module that subclasses a component: only fakeface/components.py may,
+    # and its stub is git-ignored.
+    import subprocess
+
     import gradio as gr
 
-    assert not [v for v in vars(app).values() if isinstance(v, type) and issubclass(v, gr.components.Component)]
+    import fakeface.guard
+    from fakeface import components
+
+    for module in (app, ui, fakeface.guard):
+        assert not [v for v in vars(module).values() if isinstance(v, type) and issubclass(v, gr.components.Component)
+                    and v.__module__ == module.__name__], module
+    assert components.VerdictLabel().get_block_name() == "label"  # drawn by gr.Label's frontend, not a custom one
+    stub = Path(components.__file__).with_suffix(".pyi")
+    root = Path(app.__file__).parent
+    if (root / ".git").exists() and stub.exists():
+        ignored = subprocess.run(["git", "check-ignore", "-q", str(stub)], cwd=root)
+        assert ignored.returncode == 0, f"{stub} is not git-ignored"
 
 
 def test_example_files_lists_images(monkeypatch, tmp_path):
@@ -389,7 +408,7 @@ def test_zip_entries_cannot_escape(tmp_path):
     link.external_attr = (stat.S_IFLNK | 0o777) << 16
     with zipfile.ZipFile(archive, "a") as zf:
         zf.writestr(link, "/etc/passwd")
-    items = {i.name: i for i in serving.read_batch([archive])}
+    items = {i.name: i for i in batch.read_batch([archive])}
     assert items["evil.zip/good.png"].data == photo_bytes()
     reasons = {name: item.error for name, item in items.items() if item.error}
     assert len(reasons) == 5
@@ -399,10 +418,10 @@ def test_zip_entries_cannot_escape(tmp_path):
 
 
 def test_zip_bomb_refused_by_declared_size(tmp_path, monkeypatch):
-    monkeypatch.setattr(serving, "MAX_BATCH_BYTES", 1000)
+    monkeypatch.setattr(batch, "MAX_BATCH_BYTES", 1000)
     archive = _zip(tmp_path / "bomb.zip", {f"{i}.png": b"\0" * 600 for i in range(2)})  # 1200 bytes declared
     with pytest.raises(FakefaceError, match="uncompressed"):
-        serving.read_batch([archive])
+        batch.read_batch([archive])
 
 
 def test_zip_entry_inflating_past_its_declared_size_is_refused(tmp_path):
@@ -413,14 +432,14 @@ def test_zip_entry_inflating_past_its_declared_size_is_refused(tmp_path):
     central = raw.rfind(b"PK\x01\x02")
     raw[central + 24:central + 28] = (1000).to_bytes(4, "little")
     archive.write_bytes(bytes(raw))
-    (item,) = serving.read_batch([archive])
+    (item,) = batch.read_batch([archive])
     assert item.data is None and item.error  # never more than the declared 1000 bytes are kept
 
 
 def test_batch_count_limit(tmp_path):
-    archive = _zip(tmp_path / "many.zip", {f"{i}.png": b"x" for i in range(serving.MAX_BATCH_FILES + 1)})
-    with pytest.raises(FakefaceError, match=str(serving.MAX_BATCH_FILES)):
-        serving.read_batch([archive])
+    archive = _zip(tmp_path / "many.zip", {f"{i}.png": b"x" for i in range(batch.MAX_BATCH_FILES + 1)})
+    with pytest.raises(FakefaceError, match=str(batch.MAX_BATCH_FILES)):
+        batch.read_batch([archive])
 
 
 def test_batch_reports_unreadable_files_per_row(tmp_path):
@@ -428,13 +447,13 @@ def test_batch_reports_unreadable_files_per_row(tmp_path):
     empty.write_bytes(b"")
     not_zip = tmp_path / "fake.zip"
     not_zip.write_text("no")
-    items = serving.read_batch([empty, not_zip, tmp_path / "gone.png"])
+    items = batch.read_batch([empty, not_zip, tmp_path / "gone.png"])
     assert [bool(i.error) for i in items] == [True, True, True]
     assert "empty file" in items[0].error and "zip" in items[1].error and "no longer" in items[2].error
 
 
 def test_csv_cells_cannot_become_formulas(tmp_path):
-    path = serving.write_csv([{"file": "=HYPERLINK(1)", "faces": 1, "fake_prob": 0.5, "verdict": "FAKE",
+    path = batch.write_csv([{"file": "=HYPERLINK(1)", "faces": 1, "fake_prob": 0.5, "verdict": "FAKE",
                                "note": ""}])
     assert path.read_text().splitlines()[1].startswith("'=HYPERLINK")
     path.unlink()
@@ -446,7 +465,9 @@ def test_delete_uploads_only_inside_the_upload_root(tmp_path):
     inside = root / "abc" / "a.png"
     inside.write_bytes(b"x")
     outside.write_bytes(b"x")
-    serving.delete_uploads([inside, outside], root)
+    from fakeface.uploads import delete_uploads
+
+    delete_uploads([inside, outside], root)
     assert not inside.exists() and not inside.parent.exists() and outside.exists()
 
 
@@ -454,7 +475,7 @@ def test_heatmap_overlay_colours_by_sign():
     crop = Image.new("RGB", (64, 64), (128, 128, 128))
     heat = np.zeros((8, 8), np.float32)
     heat[:, :4], heat[:, 4:] = -1.0, 1.0
-    out = np.asarray(serving.heatmap_overlay(crop, heat, side=128))
+    out = np.asarray(ui.heatmap_overlay(crop, heat, side=128))
     assert out.shape == (128, 128, 3)
     left, right = out[64, 4], out[64, 123]
     assert left[2] > left[0] and right[0] > right[2]  # blue towards REAL on the left, red towards FAKE on the right

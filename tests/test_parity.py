@@ -144,7 +144,7 @@ def test_verdict_means_one_thing_everywhere(fake_prob, label, verdict):
     output that has a verdict (REST / as_dict, the batch table and CSV, the CLI table) shows that same text."""
     import io
 
-    from fakeface import serving
+    from fakeface import batch
     from fakeface.cli import _row, _RowWriter
     from fakeface.predictor import Prediction
 
@@ -157,8 +157,8 @@ def test_verdict_means_one_thing_everywhere(fake_prob, label, verdict):
         def predict_file(self, source, threshold=None, heatmap=False):
             return pred
 
-    batch = serving.predict_batch_rows(OnePrediction(), [serving.BatchItem("face.png", data=b"image")])
-    assert batch[0]["verdict"] == verdict
+    rows = batch.predict_batch_rows(OnePrediction(), [batch.BatchItem("face.png", data=b"image")])
+    assert rows[0]["verdict"] == verdict
 
     out = io.StringIO()
     writer = _RowWriter("table", out)

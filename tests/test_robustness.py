@@ -30,7 +30,7 @@ import torch
 from PIL import Image
 
 import app
-from fakeface import cli, serving
+from fakeface import batch, cli, rest, serving
 from fakeface.errors import FakefaceError
 from fakeface.images import MAX_FILE_BYTES, load_image
 from fakeface.predictor import Prediction, Predictor
@@ -238,7 +238,7 @@ def _left_in_uploads(name: str) -> list[Path]:
 
 
 def _rest(url: str, name: str, data: bytes, **form) -> httpx.Response:
-    return httpx.post(f"{url}{serving.REST_PATH}", files={"file": (name, data, "application/octet-stream")},
+    return httpx.post(f"{url}{rest.REST_PATH}", files={"file": (name, data, "application/octet-stream")},
                       data=form or None, timeout=120)
 
 
@@ -329,11 +329,13 @@ def test_identical_uploads_are_deleted_after_the_last_use_not_the_first(url, cli
 
 
 def test_upload_tracker_counts_uses(tmp_path):
+    from fakeface.uploads import UploadTracker
+
     root = tmp_path / "uploads"
     (root / "h").mkdir(parents=True)
     shared = root / "h" / "a.png"
     shared.write_bytes(b"x")
-    tracker = serving.UploadTracker()
+    tracker = UploadTracker()
     tracker.claim([str(shared), str(shared)])
     tracker.release([shared], root)
     assert shared.exists()
@@ -406,7 +408,7 @@ def test_batch_zip_bombs(client, tmp_path):
     assert rows["big.png"][3] == "error" and "too large" in rows["big.png"][4]
     assert rows["good.png"][3].split()[0] in ("REAL", "FAKE")
     # Entries that are each allowed but together inflate past the batch limit: refused before any is inflated.
-    n = serving.MAX_BATCH_BYTES // (25 * 1024 * 1024) + 1
+    n = batch.MAX_BATCH_BYTES // (25 * 1024 * 1024) + 1
     batch_bomb = _zip(tmp_path / f"{TOKEN}-batch-bomb.zip", {f"{i}.png": bytes(25 * 1024 * 1024) for i in range(n)})
     table, csv_path, summary = client.predict([handle_file(str(batch_bomb))], api_name="/predict_batch")
     assert "Batch refused" in summary and "MB" in summary and not table["data"] and csv_path is None
@@ -480,7 +482,7 @@ def gated(monkeypatch, workdir):
     monkeypatch.setattr(serving, "ModelGate", RecordedGate)
     monkeypatch.setattr(serving, "MODEL_SLOTS", 1)
     monkeypatch.setattr(serving, "REST_MAX_WAITING", 1)
-    monkeypatch.setattr(serving, "REST_TIME_LIMIT_S", 1.5)
+    monkeypatch.setattr(rest, "REST_TIME_LIMIT_S", 1.5)
     predictor = _GatedPredictor()
     try:
         with running_app(predictor) as base:
@@ -574,15 +576,15 @@ def test_rest_chunked_body_is_counted(url):
             yield bytes(part)
 
     # A body without a declared length is read only up to the limit.
-    head = (f"POST {serving.REST_PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+    head = (f"POST {rest.REST_PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
             "Transfer-Encoding: chunked\r\n\r\n")
-    body = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in chunks(serving.REST_MAX_BODY + 256 * 1024))
+    body = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in chunks(rest.REST_MAX_BODY + 256 * 1024))
     assert b" 413 " in _raw_status(url, head, body)
     # ... and a good image sent chunked is classified.
     boundary = "fakefaceboundary"
     form = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"c.png\"\r\n"
             f"Content-Type: image/png\r\n\r\n").encode() + GOOD + f"\r\n--{boundary}--\r\n".encode()
-    r = httpx.post(f"{url}{serving.REST_PATH}", content=iter([form[:1000], form[1000:]]), timeout=60,
+    r = httpx.post(f"{url}{rest.REST_PATH}", content=iter([form[:1000], form[1000:]]), timeout=60,
                    headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
     assert r.status_code == 200 and r.json()["filename"] == "c.png"
 
@@ -593,8 +595,8 @@ def test_batch_time_limit_reports_the_rest_as_not_analysed():
             time.sleep(0.3)
             return Prediction(0.7, 0.5, 0.1, [], face_found=False)
 
-    items = [serving.BatchItem(f"{i}.png", data=GOOD) for i in range(3)]
-    rows = serving.predict_batch_rows(Slow(), items, time_limit_s=0.1)
+    items = [batch.BatchItem(f"{i}.png", data=GOOD) for i in range(3)]
+    rows = batch.predict_batch_rows(Slow(), items, time_limit_s=0.1)
     assert rows[0]["verdict"] == "FAKE"
     assert [r["verdict"] for r in rows[1:]] == ["error", "error"] and "time limit" in rows[1]["note"]
 
@@ -606,8 +608,8 @@ def test_batch_row_survives_a_bug_in_one_image(caplog):
                 raise ValueError("a bug")
             return Prediction(0.2, 0.5, 0.1, [], face_found=False)
 
-    rows = serving.predict_batch_rows(Buggy(), [serving.BatchItem("a.png", data=b"boom"),
-                                                serving.BatchItem("b.png", data=GOOD)])
+    rows = batch.predict_batch_rows(Buggy(), [batch.BatchItem("a.png", data=b"boom"),
+                                                batch.BatchItem("b.png", data=GOOD)])
     assert rows[0]["verdict"] == "error" and "internal error" in rows[0]["note"] and "a bug" not in rows[0]["note"]
     assert rows[1]["verdict"] == "REAL"
 

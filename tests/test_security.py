@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fakeface import serving
+from fakeface import rest
 from test_app import photo_bytes, running_app, tiny_predictor
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -166,10 +166,10 @@ def test_requests_cannot_choose_the_model(served, monkeypatch, tmp_path):
     monkeypatch.setattr(fakeface.hub, "load_model", no_loading)
     monkeypatch.setattr(fakeface.predictor, "load_model", no_loading)
     image = photo_bytes()
-    plain = httpx.post(f"{url}{serving.REST_PATH}", files={"file": ("a.png", image)}, timeout=60).json()
-    sneaky = httpx.post(f"{url}{serving.REST_PATH}", files={"file": ("a.png", image)}, timeout=60,
+    plain = httpx.post(f"{url}{rest.REST_PATH}", files={"file": ("a.png", image)}, timeout=60).json()
+    sneaky = httpx.post(f"{url}{rest.REST_PATH}", files={"file": ("a.png", image)}, timeout=60,
                         data={"model": "attacker/evil-model", "model_path": "/etc/passwd", "revision": "main"}).json()
-    sneaky_query = httpx.post(f"{url}{serving.REST_PATH}?model=attacker/evil-model", files={"file": ("a.png", image)},
+    sneaky_query = httpx.post(f"{url}{rest.REST_PATH}?model=attacker/evil-model", files={"file": ("a.png", image)},
                               timeout=60).json()
     for answer in (sneaky, sneaky_query):
         assert answer["model"] == predictor.source.describe() == plain["model"]
@@ -181,7 +181,7 @@ def test_requests_cannot_choose_the_model(served, monkeypatch, tmp_path):
     params = {p["parameter_name"] for e in api["named_endpoints"].values() for p in e["parameters"]}
     assert params <= {"image", "threshold", "files"}, params
     schema = httpx.get(f"{url}/api/v1/openapi.json", timeout=30).json()
-    body = schema["paths"][serving.REST_PATH]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    body = schema["paths"][rest.REST_PATH]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
     assert set(body["properties"]) == {"file", "threshold"}
     path = tmp_path / "a.png"
     path.write_bytes(image)
