@@ -4,8 +4,10 @@ The training photos (ciplab) are already square, face-centred crops. Training, e
 `crop_face` (usually through `face_crops`), so a ciplab photo comes back (almost always) as itself, while a face
 in a wider photo gets the same framing: a square `MARGIN` times the face box, a little above the box centre.
 
-Boxes follow MTCNN's convention (brow-to-chin, narrower than tall). Haar boxes are rescaled to match it, so one
-margin serves both backends. Images should already be upright (EXIF-transposed); `images.load_image` does that.
+Detectors: BlazeFace short range (fakeface/blazeface.py, ~1.5 ms) answers for portraits and face crops, where
+the face fills the frame; everything else goes to MTCNN (facenet-pytorch, installed --no-deps, so not on a Space)
+or, without it, OpenCV's Haar cascade. Boxes follow MTCNN's convention (brow-to-chin, narrower than tall);
+BlazeFace and Haar boxes are rescaled to match it, so one margin serves every backend. Images should already be upright (EXIF-transposed); `images.load_image` does that.
 """
 
 from __future__ import annotations
@@ -47,10 +49,15 @@ MIN_RELATIVE_SIZE = 0.2
 # Same ciplab photos, both detectors finding the face: median MTCNN size / Haar size = 1.115; the centres agree
 # to within 1-2% of the face size, so only the size is corrected.
 HAAR_TO_MTCNN_SCALE = 1.115
+# BlazeFace boxes are tighter and sit lower than MTCNN's: fitted on 99 ciplab photos (outside the comparison
+# sample of scripts/experiments/detector_levers.py --part blazeface), MTCNN's box = BlazeFace's scaled by 1.251
+# about a centre 0.110 face sizes higher (the horizontal offset, -0.007, is left out as noise).
+BLAZE_TO_MTCNN_SCALE = 1.251
+BLAZE_CENTRE_SHIFT_Y = -0.110
 HAAR_CASCADE = "haarcascade_frontalface_default.xml"  # found 86% of ciplab faces; alt2 found 78%
 HAAR_MIN_NEIGHBORS = 5
-DEFAULT_MIN_SCORE = {"mtcnn": 0.9, "haar": 0.5}  # haar 0.5 = exactly HAAR_MIN_NEIGHBORS merged hits
-BACKENDS = ("auto", "mtcnn", "haar", "none")
+DEFAULT_MIN_SCORE = {"blazeface": 0.5, "mtcnn": 0.9, "haar": 0.5}  # haar 0.5 = exactly HAAR_MIN_NEIGHBORS hits
+BACKENDS = ("auto", "blazeface", "mtcnn", "haar", "none")
 # PyTorch intra-op threads while MTCNN runs. MTCNN is many small convolutions, and idle OpenMP workers spin:
 # with the backbone busy in another thread on a 2-core box, detection took 119 ms p50 with 1 thread and 2.0 s with
 # 2 (benchmarks/bench_model.py, "detector" rows); alone on a quiet box 2 threads are faster (49 vs 78 ms), and in
@@ -111,6 +118,13 @@ class FaceCrop:
 # ------------------------------------------------------------------------------------------------------ crops
 
 
+def fills_frame(image_size: tuple[int, int], box: FaceBox, margin: float = MARGIN,
+                fill_frame: float = FILL_FRAME) -> bool:
+    """True when the face's crop would be at least `fill_frame` of the shorter side: the crop is then the
+    largest square the image holds (a portrait or a face crop, like the training photos)."""
+    return max(1, round(margin * box.size)) >= fill_frame * min(image_size)
+
+
 def crop_region(image_size: tuple[int, int], box: FaceBox, margin: float = MARGIN,
                 fill_frame: float | None = FILL_FRAME) -> tuple[int, int, int, int]:
     """The crop square (x0, y0, x1, y1) for `box` in an image of `image_size` (width, height)."""
@@ -119,7 +133,7 @@ def crop_region(image_size: tuple[int, int], box: FaceBox, margin: float = MARGI
     cy += CENTRE_SHIFT_Y * box.size
     side = max(1, round(margin * box.size))
     shorter = min(width, height)
-    if fill_frame is not None and side >= fill_frame * shorter:
+    if fill_frame is not None and fills_frame(image_size, box, margin, fill_frame):
         side = shorter  # the face fills the frame: keep as much of the photo as a square allows
     x0 = _shift_inside(round(cx - side / 2), side, width)
     y0 = _shift_inside(round(cy - side / 2), side, height)
@@ -185,11 +199,12 @@ def face_crops(image: Image.Image, detector: "FaceDetector | None", max_faces: i
 def crop_settings(detector: "FaceDetector | None") -> dict:
     """Every constant and setting that decides which pixels a face crop holds (keys the feature cache)."""
     settings = {"margin": MARGIN, "centre_shift_y": CENTRE_SHIFT_Y, "fill_frame": FILL_FRAME,
-                "min_relative_size": MIN_RELATIVE_SIZE, "haar_scale": HAAR_TO_MTCNN_SCALE}
+                "min_relative_size": MIN_RELATIVE_SIZE, "haar_scale": HAAR_TO_MTCNN_SCALE,
+                "blaze_scale": BLAZE_TO_MTCNN_SCALE, "blaze_shift_y": BLAZE_CENTRE_SHIFT_Y}
     if detector is None or not detector.available:
         return {**settings, "detector": "none"}
-    return {**settings, "detector": detector.backend, "min_score": detector.min_score,
-            "min_face_size": detector.min_face_size, "max_side": detector.max_side}
+    return {**settings, "detector": detector.backend, "fallback": detector.fallback or "none",
+            "min_score": detector.min_score, "min_face_size": detector.min_face_size, "max_side": detector.max_side}
 
 
 def detector_for(settings: dict | None, backend: str = "auto") -> "FaceDetector | None":
@@ -260,7 +275,11 @@ def _haar_path() -> str | None:
 
 def available_backends() -> list[str]:
     """The concrete backends usable here, best first."""
-    return [name for name, ok in (("mtcnn", _mtcnn_class() is not None), ("haar", _haar_path() is not None)) if ok]
+    from . import blazeface
+
+    found = (("blazeface", blazeface.available()), ("mtcnn", _mtcnn_class() is not None),
+             ("haar", _haar_path() is not None))
+    return [name for name, ok in found if ok]
 
 
 def _resolve_backend(backend: str) -> tuple[str, str]:
@@ -270,14 +289,16 @@ def _resolve_backend(backend: str) -> tuple[str, str]:
     usable = available_backends()
     if backend == "auto":
         if usable:
-            note = "" if usable[0] == "mtcnn" else "facenet-pytorch is not importable: using OpenCV's Haar cascade."
+            note = "" if usable[0] != "haar" else "Neither ai-edge-litert nor facenet-pytorch is importable: " \
+                                                 "using OpenCV's Haar cascade."
             return usable[0], note
         return "none", ("No face detector is available (install facenet-pytorch or opencv-python-headless): "
                         "whole images are classified.")
     if backend == "none":
         return "none", "Face detection is off: whole images are classified."
     if backend not in usable:
-        hint = ("pip install --no-deps facenet-pytorch" if backend == "mtcnn" else "pip install opencv-python-headless")
+        hint = {"blazeface": "pip install ai-edge-litert", "mtcnn": "pip install --no-deps facenet-pytorch",
+                "haar": "pip install opencv-python-headless"}[backend]
         raise FakefaceError(f"The {backend!r} face detector is not available here; install it ({hint}) "
                             "or use backend='auto'.")
     return backend, ""
@@ -320,18 +341,22 @@ class FaceDetector:
     def __init__(self, backend: str = "auto", min_score: float | None = None, min_face_size: int = MIN_FACE_SIZE,
                  max_side: int = DETECT_MAX_SIDE, torch_threads: int | None = DETECT_TORCH_THREADS):
         self._backend, self._note = _resolve_backend(backend)
+        # BlazeFace short range only sees faces that fill a good part of the frame: for every other image the next
+        # detector installed looks (see detect).
+        rest = [b for b in available_backends() if b != "blazeface"]
+        self.fallback = rest[0] if self._backend == "blazeface" and rest else None
         self.torch_threads = torch_threads  # MTCNN only; not a crop setting (the boxes do not depend on it)
         self.min_score = DEFAULT_MIN_SCORE.get(self._backend, 0.0) if min_score is None else float(min_score)
         self.min_face_size = int(min_face_size)
         self.max_side = int(max_side)
-        self._model = None
-        self._lock = threading.Lock()  # MTCNN and cascades are not documented thread-safe: one call at a time
+        self._models = {}  # backend -> its loaded model
+        self._lock = threading.Lock()  # none of the detectors is documented thread-safe: one call at a time
         if backend == "auto" and self._note:
             log.warning(self._note)
 
     @property
     def backend(self) -> str:
-        """The backend in use: "mtcnn", "haar" or "none"."""
+        """The backend in use: "blazeface", "mtcnn", "haar" or "none" (see also `fallback`)."""
         return self._backend
 
     @property
@@ -346,36 +371,51 @@ class FaceDetector:
 
     def detect(self, image: Image.Image) -> list[FaceBox]:
         """Faces in `image`, largest first: at least `min_face_size` pixels, `min_score` confident and a fifth of
-        the largest face's size; boxes inside a larger face are dropped."""
+        the largest face's size; boxes inside a larger face are dropped.
+
+        BlazeFace (short range) answers for portraits and face crops, where its largest face fills the frame; the
+        crop is then the largest square the image holds whichever detector found the face. Anything else (no
+        face, or a face too small to fill the frame: group photos, wide shots) goes to the fallback detector,
+        which finds smaller faces."""
         if not self.available:
             return []
-        small, scale = _downscaled(_as_rgb(image), self.max_side)
-        min_size = max(self._smallest_window(), round(self.min_face_size * scale))
+        image = _as_rgb(image)
+        boxes = self._detect_with(self._backend, self.min_score, image)
+        if self.fallback and not (boxes and fills_frame(image.size, boxes[0])):
+            boxes = self._detect_with(self.fallback, DEFAULT_MIN_SCORE[self.fallback], image)
+        return boxes
+
+    def _detect_with(self, backend: str, min_score: float, image: Image.Image) -> list[FaceBox]:
+        small, scale = _downscaled(image, self.max_side)
+        # Smallest face searched for in the downscaled copy: MTCNN's own default, 20 px (5% of a 640 px photo;
+        # P-Net's 12 px cell would take ~1.5x as long, 32 px ~0.55x), and the cascade's 24 px training window.
+        min_size = max(24 if backend == "haar" else 20, round(self.min_face_size * scale))
         if min(small.size) < min_size:
             return []  # too small to hold a face (and MTCNN's image pyramid would be empty)
+        run = {"blazeface": self._run_blazeface, "mtcnn": self._run_mtcnn, "haar": self._run_haar}[backend]
         with self._lock:
-            raw = self._run_mtcnn(small, min_size) if self._backend == "mtcnn" else self._run_haar(small, min_size)
-        boxes = [self._to_original(b, scale) for b in raw]
-        boxes = [b for b in boxes if b.score >= self.min_score and b.size >= self.min_face_size]
+            raw = run(small, min_size)
+        to_mtcnn = {"haar": _haar_to_mtcnn, "blazeface": _blaze_to_mtcnn}.get(backend, lambda box: box)
+        boxes = [to_mtcnn(FaceBox(*(float(v) / scale for v in b[:4]), float(b[4]))) for b in raw]
+        boxes = [b for b in boxes if b.score >= min_score and b.size >= self.min_face_size]
         boxes = _drop_nested(sorted(boxes, key=lambda b: b.width * b.height, reverse=True))
         return [b for b in boxes if b.size >= MIN_RELATIVE_SIZE * boxes[0].size]
 
-    def _smallest_window(self) -> int:
-        # Smallest face searched for in the downscaled copy: MTCNN's own default, 20 px (5% of a 640 px photo;
-        # P-Net's 12 px cell would take ~1.5x as long, 32 px ~0.55x), and the cascade's 24 px training window.
-        return 20 if self._backend == "mtcnn" else 24
+    def _model(self, backend: str, build):
+        if backend not in self._models:
+            self._models[backend] = build()
+        return self._models[backend]
 
-    def _to_original(self, raw: tuple[float, ...], scale: float) -> FaceBox:
-        x0, y0, x1, y1, score = (float(v) for v in raw)
-        box = FaceBox(x0 / scale, y0 / scale, x1 / scale, y1 / scale, score)
-        return _haar_to_mtcnn(box) if self._backend == "haar" else box
+    def _run_blazeface(self, image: Image.Image, min_size: int) -> list[tuple[float, ...]]:
+        from .blazeface import BlazeFaceShortRange
+
+        return self._model("blazeface", BlazeFaceShortRange).detect(image, min_score=0.0)
 
     def _run_mtcnn(self, image: Image.Image, min_size: int) -> list[tuple[float, ...]]:
-        if self._model is None:
-            self._model = _mtcnn_class()(keep_all=True, device="cpu")
-        self._model.min_face_size = min_size  # read on every call; safe under the lock
+        model = self._model("mtcnn", lambda: _mtcnn_class()(keep_all=True, device="cpu"))
+        model.min_face_size = min_size  # read on every call; safe under the lock
         with _torch_threads(self.torch_threads):
-            boxes, probs = self._model.detect(image)
+            boxes, probs = model.detect(image)
         if boxes is None:
             return []
         return [(*box, prob) for box, prob in zip(boxes, probs)]
@@ -383,10 +423,9 @@ class FaceDetector:
     def _run_haar(self, image: Image.Image, min_size: int) -> list[tuple[float, ...]]:
         import cv2
 
-        if self._model is None:
-            self._model = cv2.CascadeClassifier(_haar_path())
+        cascade = self._model("haar", lambda: cv2.CascadeClassifier(_haar_path()))
         gray = cv2.equalizeHist(cv2.cvtColor(np.asarray(image), cv2.COLOR_RGB2GRAY))
-        rects, hits = self._model.detectMultiScale2(gray, scaleFactor=1.1, minNeighbors=HAAR_MIN_NEIGHBORS,
+        rects, hits = cascade.detectMultiScale2(gray, scaleFactor=1.1, minNeighbors=HAAR_MIN_NEIGHBORS,
                                                     minSize=(min_size, min_size))
         return [(x, y, x + w, y + h, n / (n + HAAR_MIN_NEIGHBORS)) for (x, y, w, h), n in zip(rects, hits)]
 
@@ -411,4 +450,12 @@ def _haar_to_mtcnn(box: FaceBox) -> FaceBox:
     """Rescale a Haar box about its centre to the size MTCNN gives the same face (measured on ciplab)."""
     cx, cy = box.centre
     half = box.size * HAAR_TO_MTCNN_SCALE / 2
+    return FaceBox(cx - half, cy - half, cx + half, cy + half, box.score)
+
+
+def _blaze_to_mtcnn(box: FaceBox) -> FaceBox:
+    """Rescale and raise a BlazeFace box to the box MTCNN gives the same face (measured on ciplab)."""
+    cx, cy = box.centre
+    cy += BLAZE_CENTRE_SHIFT_Y * box.size
+    half = box.size * BLAZE_TO_MTCNN_SCALE / 2
     return FaceBox(cx - half, cy - half, cx + half, cy + half, box.score)

@@ -154,6 +154,9 @@ def space_files(model_spec: str, model_repo: str, datasets: list[str] | None = N
     package = root / "fakeface"
     for path in sorted(package.glob("*.py")):  # the library only: the Space serves the published model
         files[f"fakeface/{path.name}"] = str(path)
+    for path in sorted((package / "assets").glob("*")):  # the face detector's model file and its licence note
+        if path.is_file():
+            files[f"fakeface/assets/{path.name}"] = str(path)
     examples = root / "examples"
     if examples.is_dir():
         for path in sorted(examples.iterdir()):

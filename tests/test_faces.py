@@ -14,7 +14,7 @@ from fakeface.faces import FaceBox, FaceCrop, FaceDetector, crop_face, crop_regi
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 BACKENDS = [pytest.param(name, marks=pytest.mark.skipif(name not in faces.available_backends(),
                                                         reason=f"{name} backend not importable here"))
-            for name in ("mtcnn", "haar")]
+            for name in ("blazeface", "mtcnn", "haar")]
 
 
 def iou(a, b) -> float:
@@ -123,11 +123,52 @@ def test_backend_choice_and_errors():
 def test_auto_falls_back_to_haar_and_says_so(monkeypatch):
     if faces._haar_path() is None:
         pytest.skip("OpenCV cascades not available")
+    from fakeface import blazeface
+
     monkeypatch.setattr(faces, "_mtcnn_class", lambda: None)  # as when facenet-pytorch cannot be imported
+    monkeypatch.setattr(blazeface, "available", lambda: False)  # ... and ai-edge-litert neither
     detector = FaceDetector("auto")
     assert detector.backend == "haar" and "facenet-pytorch" in detector.note
     with pytest.raises(FakefaceError, match="not available"):
         FaceDetector("mtcnn")
+
+
+needs_blaze_and_mtcnn = pytest.mark.skipif(
+    not {"blazeface", "mtcnn"} <= set(faces.available_backends()), reason="BlazeFace and MTCNN both needed")
+
+
+@needs_blaze_and_mtcnn
+def test_blazeface_answers_alone_where_the_face_fills_the_frame(framed_astronaut, monkeypatch):
+    """A face crop (like every training photo): BlazeFace decides, MTCNN never runs, and the crop is the one
+    MTCNN alone gives (the whole image)."""
+    cascade, mtcnn = FaceDetector("blazeface"), FaceDetector("mtcnn")
+    assert cascade.backend == "blazeface" and cascade.fallback == "mtcnn"
+    expected = face_crops(framed_astronaut, mtcnn)[0]
+    monkeypatch.setattr(FaceDetector, "_run_mtcnn", lambda *a: pytest.fail("MTCNN ran"))
+    (crop,) = face_crops(framed_astronaut, cascade)
+    assert faces.fills_frame(framed_astronaut.size, crop.box)
+    assert np.array_equal(np.asarray(crop.image), np.asarray(expected.image))
+
+
+@needs_blaze_and_mtcnn
+def test_blazeface_hands_wide_photos_to_the_fallback():
+    """Two faces in a wide photo: the smaller is beyond BlazeFace short range, so MTCNN looks and finds both."""
+    image = example("two_faces.jpg")
+    blaze = faces.FaceDetector("blazeface")
+    assert len(blaze._detect_with("blazeface", blaze.min_score, image)) < 2  # BlazeFace alone misses one
+    boxes = blaze.detect(image)
+    assert [tuple(b) for b in boxes] == [tuple(b) for b in FaceDetector("mtcnn").detect(image)]
+    assert faces.crop_settings(blaze)["fallback"] == "mtcnn"
+
+
+def test_blazeface_decoding_parts():
+    from fakeface import blazeface
+
+    assert blazeface.anchor_centres().shape == (896, 2)  # 16x16x2 + 8x8x6, as MediaPipe's graph
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]], np.float64)
+    merged = blazeface.weighted_nms(boxes, np.array([0.9, 0.6, 0.7]))
+    assert len(merged) == 2 and merged[0][4] == 0.9 and np.allclose(merged[1][:4], (50, 50, 60, 60))
+    assert 0 < merged[0][0] < 1  # the overlapping pair became their score-weighted mean
 
 
 def test_without_a_detector_the_whole_image_is_used():
@@ -174,7 +215,9 @@ def test_face_in_a_larger_canvas_gets_the_same_framing(framed_astronaut, detecto
     x0, y0, x1, y1 = crop_region(canvas.size, crops[0].box)
     in_original = (x0 - ox, y0 - oy, x1 - ox, y1 - oy)
     assert iou(in_original, (0, 0, 600, 600)) > 0.8
-    exact = crop_region(framed_astronaut.size, detector.detect(framed_astronaut)[0], fill_frame=None)
+    # in the canvas the face does not fill the frame: a BlazeFace detector handed it to its fallback
+    same = FaceDetector(detector.fallback) if detector.fallback else detector
+    exact = crop_region(framed_astronaut.size, same.detect(framed_astronaut)[0], fill_frame=None)
     assert iou(in_original, exact) > 0.85
 
 
