@@ -7,7 +7,8 @@ in a wider photo gets the same framing: a square `MARGIN` times the face box, a 
 Detectors: BlazeFace short range (fakeface/blazeface.py, ~1.5 ms) answers for portraits and face crops, where
 the face fills the frame; everything else goes to MTCNN (facenet-pytorch, installed --no-deps, so not on a Space)
 or, without it, OpenCV's Haar cascade. Boxes follow MTCNN's convention (brow-to-chin, narrower than tall);
-BlazeFace and Haar boxes are rescaled to match it, so one margin serves every backend. Images should already be upright (EXIF-transposed); `images.load_image` does that.
+BlazeFace and Haar boxes are rescaled to match it, so one margin serves every backend. Images should already be
+upright (EXIF-transposed); `images.load_image` does that.
 """
 
 from __future__ import annotations

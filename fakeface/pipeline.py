@@ -150,7 +150,7 @@ FEATURE_CACHE_FORMAT = 3  # bump when the cached array's layout or the code that
 def featurize(ds: datasets.Dataset, model: FakeFaceModel, detector: FaceDetector | None,
               cache_dir: str | Path | None = None, featurizer=None, degradation: str | None = None,
               which: str = FACES_TRAINED):
-    """Frozen-backbone features (this model's recipe) of every image's face crops (`face_inputs`), from an
+    """Frozen-backbone features (this model's recipe) of every image's face crops (`faces.face_crops`), from an
     on-disk cache of all-layer summaries keyed by image bytes and `feature_fingerprint`.
 
     which=FACES_TRAINED: one row per image, its largest face (an (images, dim) array).
