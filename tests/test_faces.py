@@ -276,3 +276,20 @@ def test_ciplab_photos_come_back_whole(ciplab_dir):
         image = Image.open(path).convert("RGB")
         crops = face_crops(image, detector)
         assert crops[0].image.size == image.size, path.name
+
+
+def test_serving_detector_follows_the_models_crop_settings(caplog):
+    """faces.detector_for: a model's recorded detection size and smallest face are used; what cannot be
+    matched (another backend, other framing constants) is said in one log line."""
+    if not faces.available_backends():
+        pytest.skip("no face detector available")
+    here = faces.available_backends()[0]
+    trained = {**faces.crop_settings(FaceDetector(here)), "max_side": 320, "min_face_size": 40}
+    with caplog.at_level("WARNING", logger="fakeface.faces"):
+        detector = faces.detector_for(trained)
+    assert (detector.backend, detector.max_side, detector.min_face_size) == (here, 320, 40)
+    assert not caplog.records  # nothing differs
+    with caplog.at_level("WARNING", logger="fakeface.faces"):
+        faces.detector_for({**trained, "detector": "some-other", "margin": 1.5})
+    assert len(caplog.records) == 1 and "detector some-other" in caplog.text and "margin 1.5 -> 1.33" in caplog.text
+    assert faces.detector_for(trained, backend="none") is None
