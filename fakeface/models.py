@@ -249,6 +249,9 @@ class FakeFaceModel(
 
     def __init__(self, config: ModelConfig | None = None):
         super().__init__()
+        if config is not None and not isinstance(config, ModelConfig):
+            raise FakefaceError("FakeFaceModel takes one ModelConfig; for a new model by name use "
+                                "create_model(arch, **config_fields), e.g. create_model('clip-vit-b16-probe').")
         config = copy.deepcopy(config) if config is not None else ModelConfig()
         arch = architecture(config.arch)
         self.family = arch.family

@@ -59,6 +59,11 @@ def test_config_json_of_an_earlier_version_still_loads(tmp_path):
     assert loaded.config.backbone_file == "clip_encoder.int8.onnx"
 
 
+def test_the_earlier_constructor_call_names_its_replacement():
+    with pytest.raises(FakefaceError, match="create_model"):
+        FakeFaceModel("clip-vit-b16-probe")
+
+
 def test_registry_defaults_are_fresh_per_model():
     a, b = architecture("clip-vit-b16-probe").default_config(), architecture("clip-vit-b16-probe").default_config()
     a.features["layers"].append(3)
