@@ -79,10 +79,10 @@ def train_step_row(arch: str, device: torch.device, tensors: list, batch: int, s
 def data_rows(paths, repeats: int) -> list[Row]:
     """Per-image loader work on one core: decode + the train transform (with and without robustness steps)."""
     from fakeface.images import load_image
-    from fakeface.models import arch_spec
+    from fakeface.models import architecture
     from fakeface.transforms import train_transform
 
-    spec = arch_spec(SEED_ARCH)
+    spec = architecture(SEED_ARCH).default_config()
     blobs = [p.read_bytes() for p in paths]
     rows = []
     for robust in (False, True):
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"pixel:   {archs}, random init (speed only), batch {args.batch_size}, {args.steps} timed step(s) after "
           f"one untimed, 224 px inputs from the sample (eval transform, reused round-robin)")
 
-    from fakeface.models import arch_spec
+    from fakeface.models import architecture
     from fakeface.training import TrainConfig, use_bf16
     from fakeface.transforms import eval_transform
 
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     for device in devices:
         device_rows = []
         for arch in archs:
-            spec = arch_spec(arch)
+            spec = architecture(arch).default_config()
             transform = eval_transform(spec.input_size, spec.mean, spec.std)
             tensors = [transform(im) for im in images]
             mixed = use_bf16(TrainConfig(), device, "pixels")  # what training.fit does on this device
