@@ -60,13 +60,16 @@ def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(union, 1e-9)
 
 
-def weighted_nms(boxes: np.ndarray, scores: np.ndarray, threshold: float = NMS_IOU) -> list[tuple[float, ...]]:
+def weighted_nms(boxes: np.ndarray, scores: np.ndarray, threshold: float = NMS_IOU,
+                 min_score: float = 0.0) -> list[tuple[float, ...]]:
     """MediaPipe's weighted NMS: every group of boxes overlapping the best remaining one by more than
-    `threshold` becomes their score-weighted mean box, with the best one's score."""
+    `threshold` becomes their score-weighted mean box, with the best one's score. Groups are formed best first,
+    so stopping once the best remaining box scores below `min_score` gives exactly the groups that would pass
+    that threshold afterwards, without the hundreds of low-score ones."""
     order = np.argsort(-scores)
     boxes, scores = boxes[order], scores[order]
     out = []
-    while len(boxes):
+    while len(boxes) and scores[0] >= min_score:
         group = _iou(boxes[0], boxes) > threshold
         weights = scores[group]
         merged = (boxes[group] * weights[:, None]).sum(0) / weights.sum()
@@ -107,13 +110,14 @@ class BlazeFaceShortRange:
         regressions = self._interpreter.get_tensor(self._boxes)[0]
         logits = np.clip(self._interpreter.get_tensor(self._scores)[0, :, 0].astype(np.float64), -100, 100)
         scores = 1.0 / (1.0 + np.exp(-logits))
-        keep = scores >= min_score
-        if not keep.any():
+        if scores.max() < min_score:
             return []
-        reg, anchors = regressions[keep], self._anchors[keep]
+        # every anchor joins the weighted merge (low-score ones with little weight); faces scoring under
+        # `min_score` are not reported
+        reg, anchors = regressions, self._anchors
         cx = reg[:, 0] / INPUT_SIZE + anchors[:, 0]
         cy = reg[:, 1] / INPUT_SIZE + anchors[:, 1]
         half_w, half_h = reg[:, 2] / INPUT_SIZE / 2, reg[:, 3] / INPUT_SIZE / 2
         boxes = np.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], axis=1) * INPUT_SIZE
         boxes = (boxes - [ox, oy, ox, oy]) / scale  # back to the image's pixels
-        return weighted_nms(boxes, scores[keep])
+        return weighted_nms(boxes, scores, min_score=min_score)

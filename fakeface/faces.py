@@ -410,7 +410,7 @@ class FaceDetector:
     def _run_blazeface(self, image: Image.Image, min_size: int) -> list[tuple[float, ...]]:
         from .blazeface import BlazeFaceShortRange
 
-        return self._model("blazeface", BlazeFaceShortRange).detect(image, min_score=0.0)
+        return self._model("blazeface", BlazeFaceShortRange).detect(image, min_score=self.min_score)
 
     def _run_mtcnn(self, image: Image.Image, min_size: int) -> list[tuple[float, ...]]:
         model = self._model("mtcnn", lambda: _mtcnn_class()(keep_all=True, device="cpu"))

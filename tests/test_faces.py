@@ -169,6 +169,13 @@ def test_blazeface_decoding_parts():
     merged = blazeface.weighted_nms(boxes, np.array([0.9, 0.6, 0.7]))
     assert len(merged) == 2 and merged[0][4] == 0.9 and np.allclose(merged[1][:4], (50, 50, 60, 60))
     assert 0 < merged[0][0] < 1  # the overlapping pair became their score-weighted mean
+    # stopping at min_score gives exactly the groups a threshold after the full NMS keeps
+    rng = np.random.default_rng(0)
+    corners = rng.uniform(0, 100, (300, 2))
+    many = np.hstack([corners, corners + rng.uniform(5, 30, (300, 2))])
+    scores = rng.uniform(0, 1, 300)
+    full = [b for b in blazeface.weighted_nms(many, scores) if b[4] >= 0.5]
+    assert blazeface.weighted_nms(many, scores, min_score=0.5) == full and len(full) > 1
 
 
 def test_without_a_detector_the_whole_image_is_used():
