@@ -122,12 +122,6 @@ def usable_cpus() -> int:
     return max(1, cpus)
 
 
-# Spinning pool threads (ONNX Runtime's default) wake at once for each parallel section of a run: one 224 px view
-# took 36 ms p50 (70 ms CPU) with spinning against 49 ms (95 ms CPU) with sleeping threads on this 2-core box
-# (runs 20 ms apart; README "Performance"). Sleeping threads were the choice while MTCNN ran beside every view.
-ORT_SPINNING = os.environ.get("FAKEFACE_ORT_SPINNING", "1").strip() != "0"
-
-
 def default_intra_op_threads() -> int:
     """ONNX Runtime intra-op threads for the backbone: $FAKEFACE_ORT_THREADS, else one per usable core (ONNX
     Runtime's own default counts the host's physical cores, ignoring the affinity mask and any quota)."""
@@ -169,9 +163,10 @@ class ClipOnnxEncoder:
         # the first (+8 MB over 20 views). Off: identical outputs, ~10 MB less, time within noise
         # (benchmarks/bench_model.py, "memory arena" rows), so ONNX Runtime's default stays.
         options.enable_cpu_mem_arena = bool(cpu_mem_arena)
-        # Pool threads spin between a run's parallel sections (ONNX Runtime's default) unless
-        # $FAKEFACE_ORT_SPINNING=0: see ORT_SPINNING.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if ORT_SPINNING else "0")
+        # Idle pool threads sleep instead of spinning: on a small, shared CPU (2 cores, a server's other threads,
+        # MTCNN for wide photos) spinning workers steal the cores the next run needs, and one view is no faster
+        # with them (scripts/experiments/ort_session_levers.py: 39.5 / 44.7 ms spinning vs 43.0 / 42.6 sleeping).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(
             str(model) if isinstance(model, Path) else model, options, providers=["CPUExecutionProvider"]
         )
