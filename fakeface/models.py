@@ -266,7 +266,7 @@ class FakeFaceModel(
         self.config = config
         self.fast = None
         if config.early_exit:
-            self._add_fast_probe()
+            self._add_fast_probe(config.early_exit)
 
     def save_pretrained(self, save_directory, **kwargs):
         """The mixin's save, always with this model's current config (calibration included)."""
@@ -350,21 +350,20 @@ class FakeFaceModel(
     def fast_dim(self) -> int:
         return self.recipe.dim // len(self.recipe.views)
 
-    def _add_fast_probe(self):
+    def _add_fast_probe(self, early_exit: dict):
+        """Record `early_exit` (defaults filled in) in the config and build the fast probe beside the main one."""
         if self.family != "features" or len(self.recipe.views) < 2:
             raise FakefaceError("An early exit needs a frozen-feature model with at least two view groups.")
-        self.config.early_exit = {"groups": 1, "band": [0.05, 0.7], "temperature": 1.0, **self.config.early_exit}
-        if self.config.early_exit["groups"] != 1:
+        early_exit = {"groups": 1, "band": [0.05, 0.7], "temperature": 1.0, **early_exit}
+        if early_exit["groups"] != 1:
             raise FakefaceError("The early exit reads the first view group only (groups: 1).")
+        self.config.early_exit = early_exit
         # after fit the main probe may sit on CUDA: the fast one goes beside it
         self.fast = FeatureProbe(self.fast_dim).to(next(self.net.parameters()).device)
 
     def attach_early_exit(self, fast: "FeatureProbe", temperature: float, band: tuple[float, float]):
         """Install a trained fast probe (see pipeline.train_early_exit) with its own calibration."""
-        if self.family != "features" or len(self.recipe.views) < 2:
-            raise FakefaceError("An early exit needs a frozen-feature model with at least two view groups.")
-        self.config.early_exit = {"temperature": float(temperature), "band": [float(band[0]), float(band[1])]}
-        self._add_fast_probe()
+        self._add_fast_probe({"temperature": float(temperature), "band": [float(band[0]), float(band[1])]})
         self.fast.load_state_dict(fast.state_dict())
         self.fast.eval()
 

@@ -52,6 +52,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from fakeface import faces  # noqa: E402  (numpy + PIL only; torch loads lazily)
+from fakeface.blazeface import anchor_centres, weighted_nms  # noqa: E402  (numpy + PIL only)
 
 SOURCES = ("ciplab", "ffhq-real", "stylegan-boredhumans", "sd21-sdfd", "dfdc")
 SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
@@ -440,8 +441,6 @@ def part_outputs(args) -> dict:
 
 def _anchors(input_size: int, strides: list[int], interpolated: bool) -> np.ndarray:
     """SSD anchor centres as MediaPipe's SsdAnchorsCalculator makes them (fixed anchor size, so only centres)."""
-    from fakeface.blazeface import anchor_centres
-
     return anchor_centres(input_size, strides, 2 if interpolated else 1)
 
 
@@ -490,20 +489,7 @@ class BlazeFace:
         boxes = np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], 1) * self.size
         boxes -= [ox, oy, ox, oy]
         boxes /= scale
-        return _weighted_nms(boxes, score, 0.3)
-
-
-def _weighted_nms(boxes: np.ndarray, score: np.ndarray, thr: float) -> list[tuple]:
-    order = list(np.argsort(-score))
-    out = []
-    while order:
-        top = order[0]
-        overlaps = [i for i in order if iou(boxes[top], boxes[i]) > thr]
-        weights = score[overlaps]
-        merged = (boxes[overlaps] * weights[:, None]).sum(0) / weights.sum()
-        out.append((*map(float, merged), float(score[top])))
-        order = [i for i in order if i not in overlaps]
-    return out
+        return weighted_nms(boxes, score, 0.3)
 
 
 def _filtered(raw, scale: float, dx: float, dy: float) -> list:
