@@ -69,8 +69,10 @@ _CONFIG_HELP = {
     "max_steps_per_epoch": "cap steps per epoch (smoke runs; 'none': no cap)",
     "features": "frozen-feature recipe as JSON, e.g. '{\"views\": [[224, 1]], \"layers\": [5, 7, 9, 11], "
                 "\"tokens\": [\"cls\", \"patch_mean\"]}'",
-    "early_exit_band": "frozen-feature models with 2+ view groups: LOW HIGH, the P(fake) band outside which a "
-                       "first-view probe answers alone; no values: no early exit",
+    "early_exit_band": "frozen-feature models: LOW HIGH, the P(fake) band outside which a first-view probe "
+                       "answers alone; no values: no early exit",
+    "early_exit_layers": "frozen-feature models: the early-exit probe reads the first N of the recipe's layers, so "
+                         "serving stops the tower after that block when it answers ('none': all of them)",
     "precision": "auto: bf16 autocast for image models on CUDA or AMX CPUs, else fp32",
     "feature_variants": "frozen-feature models: cached variants of each training image (e.g. aug:1 jpeg:random); "
                         "no values: none; 'none': the ciplab default (one JPEG copy with robust augmentation)",

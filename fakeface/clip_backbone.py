@@ -106,6 +106,35 @@ def _with_block_outputs(source: Path, cache_dir: Path) -> tuple[Path | bytes, li
         return model.SerializeToString(), names
 
 
+def _split_at(model: Path | bytes, names: list[str], block: int, cache_dir: Path) -> list[Path | bytes]:
+    """The block-output model cut in two after `block`: pixels -> blocks 0..block, and block's output -> the
+    later blocks (onnx.utils.Extractor). Blocks share nothing but the residual stream and constants, so the
+    halves compute exactly what the whole does. Cached beside the whole model (bytes when it is not on disk)."""
+    import onnx
+    from onnx.utils import Extractor
+
+    halves = [(["pixel_values"], names[: block + 1]), ([names[block]], names[block + 1:])]
+    if isinstance(model, Path):
+        targets = [model.with_name(f"{model.stem}-split{block}-{part}.onnx") for part in "ab"]
+        if all(t.exists() for t in targets):
+            return targets
+    extractor = Extractor(onnx.load(str(model)) if isinstance(model, Path) else onnx.load_from_string(model))
+    parts = [extractor.extract_model(inputs, outputs) for inputs, outputs in halves]
+    if not isinstance(model, Path):
+        return [p.SerializeToString() for p in parts]
+    suffix = f".{os.getpid()}-{threading.get_ident()}.tmp"
+    try:
+        for part, target in zip(parts, targets):
+            onnx.save(part, str(target.with_suffix(suffix)))
+            os.replace(target.with_suffix(suffix), target)  # atomic, as in _with_block_outputs
+        return targets
+    except OSError:
+        for target in targets:
+            with contextlib.suppress(OSError):
+                target.with_suffix(suffix).unlink()
+        return [p.SerializeToString() for p in parts]
+
+
 def usable_cpus() -> int:
     """CPU cores this process may run on: its affinity mask (os.sched_getaffinity), capped by a cgroup CPU quota
     (a container's limit, e.g. a Space's 2 vCPUs on a larger host, often hides behind a full affinity mask)."""
@@ -147,14 +176,21 @@ def file_sha256(path: str | Path) -> str:
 
 
 class ClipOnnxEncoder:
-    """Runs the frozen tower on one 224x224 view and returns every block's tokens."""
+    """Runs the frozen tower on one 224x224 view and returns every block's tokens (optionally in two steps)."""
 
     def __init__(self, path: str | Path | None = None, threads: int | None = None,
-                 cache_dir: str | Path | None = None, cpu_mem_arena: bool = True):
+                 cache_dir: str | Path | None = None, cpu_mem_arena: bool = True, split_after: int | None = None):
+        """`split_after`: run the tower as two graphs, blocks 0..split_after and the rest, so that a caller can
+        stop after the first (`first_blocks`) and finish later (`last_blocks`) without redoing any work. The two
+        hold the same weights as the whole, so memory stays the same, and `tokens` is bit-identical either way."""
         import onnxruntime as ort
 
         path = Path(path) if path else locate_clip_onnx()
-        model, self.layer_outputs = _with_block_outputs(path, Path(cache_dir or DEFAULT_CACHE))
+        cache_dir = Path(cache_dir or DEFAULT_CACHE)
+        model, self.layer_outputs = _with_block_outputs(path, cache_dir)
+        if split_after is not None and not 0 <= split_after < NUM_LAYERS - 1:
+            raise FakefaceError(f"split_after must be a block between 0 and {NUM_LAYERS - 2}, not {split_after}.")
+        self.split_after = split_after
         options = ort.SessionOptions()
         self.threads = int(threads) if threads else default_intra_op_threads()
         options.intra_op_num_threads = self.threads
@@ -167,18 +203,38 @@ class ClipOnnxEncoder:
         # MTCNN for wide photos) spinning workers steal the cores the next run needs, and one view is no faster
         # with them (scripts/experiments/ort_session_levers.py: 39.5 / 44.7 ms spinning vs 43.0 / 42.6 sleeping).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(
-            str(model) if isinstance(model, Path) else model, options, providers=["CPUExecutionProvider"]
-        )
-        self.input_name = self.session.get_inputs()[0].name
+        graphs = [model] if split_after is None else _split_at(model, self.layer_outputs, split_after, cache_dir)
+        self.sessions = [ort.InferenceSession(str(g) if isinstance(g, Path) else g, options,
+                                              providers=["CPUExecutionProvider"]) for g in graphs]
+        self.input_name = self.sessions[0].get_inputs()[0].name
         self.path = path
         self.sha256 = file_sha256(path)
         self._lock = threading.Lock()  # one run at a time keeps thread use predictable on small CPUs
 
     def tokens(self, pixels: np.ndarray) -> np.ndarray:
         """pixels: (3, 224, 224) float32, CLIP-normalised. Returns (12, 197, 768) float32 block outputs."""
+        if self.split_after is not None:
+            first = self.first_blocks(pixels)
+            return np.concatenate([first, self.last_blocks(first)])
+        return self._run(0, self.layer_outputs, {self.input_name: pixels[None].astype(np.float32)})
+
+    def first_blocks(self, pixels: np.ndarray) -> np.ndarray:
+        """A split encoder's first graph: (split_after + 1, 197, 768), the outputs of blocks 0..split_after."""
+        if self.split_after is None:
+            raise FakefaceError("first_blocks needs an encoder built with split_after.")
+        return self._run(0, self.layer_outputs[: self.split_after + 1],
+                         {self.input_name: pixels[None].astype(np.float32)})
+
+    def last_blocks(self, first: np.ndarray) -> np.ndarray:
+        """A split encoder's second graph, from `first_blocks`' output: the outputs of the remaining blocks."""
+        if self.split_after is None:
+            raise FakefaceError("last_blocks needs an encoder built with split_after.")
+        return self._run(1, self.layer_outputs[self.split_after + 1:],
+                         {self.layer_outputs[self.split_after]: first[-1][None]})
+
+    def _run(self, graph: int, outputs: list[str], feeds: dict) -> np.ndarray:
         with self._lock:
-            outs = self.session.run(self.layer_outputs, {self.input_name: pixels[None].astype(np.float32)})
+            outs = self.sessions[graph].run(outputs, feeds)
         return np.stack([o[0] for o in outs])
 
 

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from .clip_backbone import GRID, WIDTH, ClipOnnxEncoder, file_sha256, grid_views, locate_clip_onnx, to_clip_pixels
+from .errors import FakefaceError
 
 DEFAULT_RECIPE = {"views": [[224, 1], [448, 2]], "layers": [5, 7, 9, 11], "tokens": ["cls", "patch_mean"]}
 
@@ -39,11 +40,13 @@ class FeatureRecipe:
     def dim(self) -> int:
         return len(self.views) * len(self.layers) * len(self.tokens) * WIDTH
 
-    def select(self, summary: np.ndarray) -> np.ndarray:
-        """A (groups, 12, 2, 768) all-layer summary (see `summarise_all`) -> this recipe's feature vector,
-        laid out as (group, layer, token, 768). The cache stores the whole summary, so recipes that differ
-        only in layers or tokens share it."""
-        picked = summary[:, list(self.layers)][:, :, [TOKEN_KINDS.index(k) for k in self.tokens]]
+    def select(self, summary: np.ndarray, n_layers: int | None = None) -> np.ndarray:
+        """A (groups, blocks, 2, 768) summary (see `summarise_all`) -> this recipe's feature vector, laid out as
+        (group, layer, token, 768); with `n_layers`, only the recipe's first n layers (the leading slice of each
+        group's features, which the early exit reads). The cache stores the all-block summary, so recipes that
+        differ only in layers or tokens share it."""
+        layers = list(self.layers[:n_layers] if n_layers else self.layers)
+        picked = summary[:, layers][:, :, [TOKEN_KINDS.index(k) for k in self.tokens]]
         return np.ascontiguousarray(picked, dtype=np.float32).reshape(-1)
 
 
@@ -97,6 +100,23 @@ class ClipFeaturizer:
         """One view group's slice of the feature vector (and its views' tokens): the early exit computes the
         first group alone and the others only when needed."""
         summary, tokens = self.group_summary(image, group)
+        return self.recipe.select(summary[None]), tokens
+
+    def first_group_start(self, image: Image.Image, n_layers: int):
+        """The first view group run only through the block of the recipe's n-th layer (the encoder must be split
+        there): the features of those n layers, and the views' early blocks for `first_group_finish`."""
+        if self.encoder.split_after != self.recipe.layers[n_layers - 1]:
+            raise FakefaceError(f"The encoder splits after block {self.encoder.split_after}, not after layer "
+                                f"{self.recipe.layers[n_layers - 1]}, where this early exit reads.")
+        side, n = self.recipe.views[0]
+        early = [self.encoder.first_blocks(to_clip_pixels(v)) for v in grid_views(image, side, n)]
+        summary = np.mean([summarise_all(t) for t in early], axis=0).astype(np.float32)
+        return self.recipe.select(summary[None], n_layers), early
+
+    def first_group_finish(self, early):
+        """`group_features(image, 0)` from `first_group_start`'s early blocks: only the later blocks are run."""
+        tokens = [np.concatenate([e, self.encoder.last_blocks(e)]) for e in early]
+        summary = np.mean([summarise_all(t) for t in tokens], axis=0).astype(np.float32)
         return self.recipe.select(summary[None]), tokens
 
 

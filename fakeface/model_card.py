@@ -116,17 +116,25 @@ def _early_exit_text(model, metrics: dict) -> str:
         return ""
     low, high = model.early_exit["band"]
     rate = metrics.get("early_exit", {}).get("exit_rate")
-    share = f" {rate:.0%} of the test images were answered by the first view group alone." if rate is not None else ""
     side, n = model.recipe.views[0]
     first = f"the whole face at {side} px" if n == 1 else f"{n}x{n} crops of a {side} px resize"
+    if model.exit_block is None:
+        reads = (f"only the first view group ({first}: {n * n} of the model's "
+                 f"{sum(k * k for _, k in model.recipe.views)} ViT passes)")
+        skipped, settled = "the other views are never computed", "the first view group alone"
+    else:
+        layers = ", ".join(str(b) for b in model.recipe.layers[: model.early_exit["layers"]])
+        reads = (f"only blocks {layers} of the first view group ({first}), so the tower stops after block "
+                 f"{model.exit_block} of 12")
+        skipped, settled = "the later blocks (and any other views) are never computed", "the early blocks alone"
+    share = f" {rate:.0%} of the test faces were answered by {settled}." if rate is not None else ""
     return ("## Early exit\n\n"
-            f"A second linear probe reads only the first view group ({first}: {n * n} of the model's "
-            f"{sum(k * k for _, k in model.recipe.views)} ViT passes), calibrated by its own temperature "
+            f"A second linear probe reads {reads}, calibrated by its own temperature "
             f"({model.early_exit['temperature']:.4f}). When its P(fake) is below {low} or above {high}, that is "
-            "the answer and the other views are never computed; otherwise the full probe decides. Every figure "
+            f"the answer and {skipped}; otherwise the full probe decides. Every figure "
             f"on this card, and the decision threshold, come through this rule.{share} A heat map, when asked "
-            "for, is computed from all views and shows the full probe's evidence, also for an image the first "
-            "view settled.")
+            "for, is computed from the whole model and shows the full probe's evidence, also for an image the "
+            "early exit settled.")
 
 
 def per_source_table(metrics: dict) -> str:

@@ -20,7 +20,7 @@ from huggingface_hub import PyTorchModelHubMixin, hf_hub_download
 from safetensors.torch import load_model
 from torch import nn
 
-from .clip_backbone import CLIP_MEAN, CLIP_STD, ONNX_FILENAME
+from .clip_backbone import CLIP_MEAN, CLIP_STD, ONNX_FILENAME, WIDTH
 from .clip_features import DEFAULT_RECIPE, FeatureRecipe, patch_heatmap
 from .errors import FakefaceError
 
@@ -54,7 +54,7 @@ class ModelConfig:
     temperature: float = 1.0  # P(fake) = sigmoid(logit / temperature)
     threshold: float = 0.5  # FAKE when P(fake) >= threshold
     uncertain_band: float = 0.1  # "uncertain" within this distance of the threshold
-    early_exit: dict | None = None  # {"groups": 1, "band": [low, high], "temperature": t} (see FakeFaceModel)
+    early_exit: dict | None = None  # {"groups": 1, "layers": n, "band": [low, high], "temperature": t}
 
 
 @dataclass(frozen=True)
@@ -319,10 +319,16 @@ class FakeFaceModel(
         if self.fast is None:
             feats, tokens = featurizer.features_and_tokens(crop)
             return self._logit(feats), self.heatmap(tokens) if explain else None
-        first, first_tokens = featurizer.group_features(crop, 0)
-        fast = self.fast_logits(torch.from_numpy(first[None]))
+        if self.exit_block is None:
+            first, first_tokens = featurizer.group_features(crop, 0)
+            fast = self.fast_logits(torch.from_numpy(first[None]))
+        else:  # the tower stops after the fast probe's last block, and goes on only when needed
+            leading, early = featurizer.first_group_start(crop, self.early_exit["layers"])
+            fast = self.fast_logits(torch.from_numpy(leading[None]))
         if not explain and bool(self.exits(fast)[0]):
             return float(self.exit_logits(fast)[0]), None
+        if self.exit_block is not None:
+            first, first_tokens = featurizer.first_group_finish(early)
         rest = [featurizer.group_features(crop, g) for g in range(1, len(self.recipe.views))]
         feats = np.concatenate([first] + [f for f, _ in rest])
         tokens = [first_tokens] + [t for _, t in rest]
@@ -343,27 +349,46 @@ class FakeFaceModel(
         return self.net.spatial_map(x)
 
     # ------------------------------------------------------------------ early exit (frozen-feature models)
-    # A second, cheaper probe reads only the first view group's features (one 224 px view instead of five).
-    # When its calibrated probability is far from undecided, the other views are never computed.
+    # A second, cheaper probe reads the first view group's first `layers` recipe layers (all of them: one 224 px
+    # view instead of five; fewer: the tower stops after the last of those blocks). When its calibrated
+    # probability is far from undecided, the rest (other views, later blocks) is never computed. Its features
+    # are the leading slice of the whole vector, because features are laid out (group, layer, token, 768).
 
     @property
     def fast_dim(self) -> int:
-        return self.recipe.dim // len(self.recipe.views)
+        return self.early_exit["layers"] * len(self.recipe.tokens) * WIDTH
+
+    @property
+    def exit_block(self) -> int | None:
+        """The tower block after which the early exit can answer, when that is before the last block read."""
+        if self.early_exit is None or self.early_exit["layers"] == len(self.recipe.layers):
+            return None
+        return self.recipe.layers[self.early_exit["layers"] - 1]
 
     def _add_fast_probe(self, early_exit: dict):
         """Record `early_exit` (defaults filled in) in the config and build the fast probe beside the main one."""
-        if self.family != "features" or len(self.recipe.views) < 2:
-            raise FakefaceError("An early exit needs a frozen-feature model with at least two view groups.")
-        early_exit = {"groups": 1, "band": [0.05, 0.7], "temperature": 1.0, **early_exit}
+        if self.family != "features":
+            raise FakefaceError("An early exit needs a frozen-feature model.")
+        early_exit = {"groups": 1, "layers": len(self.recipe.layers), "band": [0.05, 0.7], "temperature": 1.0,
+                      **early_exit}
         if early_exit["groups"] != 1:
             raise FakefaceError("The early exit reads the first view group only (groups: 1).")
+        if not 1 <= early_exit["layers"] <= len(self.recipe.layers):
+            raise FakefaceError(f"The early exit reads 1 to {len(self.recipe.layers)} of the recipe's layers, "
+                                f"not {early_exit['layers']}.")
+        if early_exit["layers"] == len(self.recipe.layers) and len(self.recipe.views) < 2:
+            raise FakefaceError("An early exit needs a second view group or fewer layers than the recipe's: "
+                                "otherwise it computes everything the main probe does.")
         self.config.early_exit = early_exit
         # after fit the main probe may sit on CUDA: the fast one goes beside it
         self.fast = FeatureProbe(self.fast_dim).to(next(self.net.parameters()).device)
 
-    def attach_early_exit(self, fast: "FeatureProbe", temperature: float, band: tuple[float, float]):
-        """Install a trained fast probe (see pipeline.train_early_exit) with its own calibration."""
-        self._add_fast_probe({"temperature": float(temperature), "band": [float(band[0]), float(band[1])]})
+    def attach_early_exit(self, fast: "FeatureProbe", temperature: float, band: tuple[float, float],
+                          layers: int | None = None):
+        """Install a trained fast probe (see pipeline.train_early_exit) with its own calibration; `layers`: how
+        many of the recipe's layers it reads (None: all)."""
+        self._add_fast_probe({"temperature": float(temperature), "band": [float(band[0]), float(band[1])],
+                              "layers": int(layers or len(self.recipe.layers))})
         self.fast.load_state_dict(fast.state_dict())
         self.fast.eval()
 

@@ -331,7 +331,8 @@ def train_model(config: TrainConfig, train_ds, val_ds, out_dir, detector, cache_
     # calibration sees what serving will answer: one logit per image, its most-fake face
     val_fake = is_fake(val_ds)
     model.set_calibration(fit_temperature(image_logits(model, val_set, len(val_ds)), val_fake), model.threshold)
-    if config.early_exit_band and model.family == "features" and len(model.recipe.views) > 1:
+    if config.early_exit_band and model.family == "features" and (
+            len(model.recipe.views) > 1 or 0 < (config.early_exit_layers or 0) < len(model.recipe.layers)):
         summary["early_exit"] = train_early_exit(model, config, train_set, val_set, Path(out_dir) / "early_exit",
                                                  sampler)
     val_logits = image_logits(model, val_set, len(val_ds))
@@ -341,16 +342,19 @@ def train_model(config: TrainConfig, train_ds, val_ds, out_dir, detector, cache_
 
 
 def train_early_exit(model: FakeFaceModel, config: TrainConfig, train_set, val_set, out_dir, sampler=None) -> dict:
-    """Train the fast probe on the first view group's features (the leading slice of every feature vector),
-    calibrate its temperature on validation, and attach it with the config's band."""
-    fast_model = create_model(model.arch, features={**model.recipe.to_config(), "views": [model.recipe.views[0]]})
+    """Train the fast probe on the first view group's features, or on its first `early_exit_layers` layers (the
+    leading slice of every feature vector), calibrate its temperature on validation, and attach it with the
+    config's band."""
+    layers = list(model.recipe.layers[: config.early_exit_layers or None])
+    fast_model = create_model(model.arch, features={**model.recipe.to_config(), "views": [model.recipe.views[0]],
+                                                    "layers": layers})
     dim = fast_model.recipe.dim
     first = lambda ds: torch.utils.data.TensorDataset(ds.tensors[0][:, :dim], ds.tensors[1])  # noqa: E731
     fast_train, fast_val = first(train_set), first(val_set)
     fast_model.net.set_standardisation(fast_train.tensors[0])
     summary = fit(fast_model, fast_train, fast_val, config, out_dir, resume=False, sampler_factory=sampler)
     logits, fake = predict_logits(fast_model, torch.utils.data.DataLoader(fast_val, batch_size=64))
-    model.attach_early_exit(fast_model.net, fit_temperature(logits, fake), config.early_exit_band)
+    model.attach_early_exit(fast_model.net, fit_temperature(logits, fake), config.early_exit_band, len(layers))
     exits = model.exits(torch.from_numpy(logits)).numpy()
     return {**summary, "band": list(config.early_exit_band), "validation_exit_rate": float(exits.mean())}
 

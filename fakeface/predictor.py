@@ -100,7 +100,8 @@ class Predictor:
         # The backbone file: installed package, else the model's own Hub repo (the Space's way), else ours.
         hub_repo = self.source.location if self.source and self.source.kind == "hub" else DEFAULT_HUB_REPO
         revision = self.source.revision if self.source and self.source.kind == "hub" else None
-        encoder = ClipOnnxEncoder(locate_clip_onnx(hub_repo, revision, self.model.config.backbone_file))
+        encoder = ClipOnnxEncoder(locate_clip_onnx(hub_repo, revision, self.model.config.backbone_file),
+                                  split_after=self.model.exit_block)
         pinned = self.model.backbone_sha256
         if pinned and encoder.sha256 != pinned:
             raise FakefaceError(

@@ -68,6 +68,8 @@ class TrainConfig:
     features: dict = field(default_factory=dict)  # frozen-backbone feature recipe (see clip_features.py)
     # frozen-feature models: also train a 1-view probe that answers alone outside this P(fake) band
     early_exit_band: list[float] | None = None
+    # ...reading the first view group's first N recipe layers (None: all), so the tower can stop at that block
+    early_exit_layers: int | None = None
     precision: str = "auto"  # "auto" (bf16 where the hardware has it, see use_bf16), "bf16" or "fp32"
     # frozen-feature models: cached variants of every training image (transforms.degrade specs, e.g. "aug:1");
     # None keeps the ciplab recipe's one JPEG re-encoded copy ("jpeg:random") when robust_augmentation is on
@@ -157,10 +159,10 @@ def _atomic_save(obj, path: Path) -> None:
 
 # Config fields a resumed run may change, because they do not change what training computes from the checkpoint
 # on: `num_workers` (how many processes load the data; random augmentations then come from other worker seeds,
-# the recipe is the same) and `early_exit_band` (read after fit, by pipeline.train_early_exit, which always trains
-# afresh). `epochs` may change too with the plateau scheduler, to continue a run further (or stop it sooner); with
+# the recipe is the same) and `early_exit_band` / `early_exit_layers` (read after fit, by
+# pipeline.train_early_exit, which always trains afresh). `epochs` may change too with the plateau scheduler, to continue a run further (or stop it sooner); with
 # cosine it shapes the learning-rate schedule, so it must match. Every other field must be equal.
-RESUMABLE_CHANGES = ("num_workers", "early_exit_band")
+RESUMABLE_CHANGES = ("num_workers", "early_exit_band", "early_exit_layers")
 
 
 def config_differences(saved: dict, config: TrainConfig) -> dict[str, tuple]:

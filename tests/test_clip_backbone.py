@@ -1,8 +1,10 @@
 """The frozen CLIP tower: its block outputs are exposed once into a cached ONNX file and read back from it."""
 
 import numpy as np
+import pytest
 
 from fakeface.clip_backbone import NUM_LAYERS, WIDTH, ClipOnnxEncoder, to_clip_pixels
+from fakeface.errors import FakefaceError
 from helpers import cue_image
 
 
@@ -25,3 +27,25 @@ def test_block_outputs_are_cached_once_and_match_the_in_memory_model(tmp_path):
     assert tokens.shape == (NUM_LAYERS, 197, WIDTH)
     np.testing.assert_array_equal(tokens, again.tokens(pixels))
     np.testing.assert_array_equal(tokens, in_memory.tokens(pixels))
+
+
+def test_a_split_tower_computes_exactly_what_the_whole_does(tmp_path):
+    """Split after block 5 (the early exit's stop): the two graphs' outputs are the whole tower's, bit for bit,
+    whether the halves are cached on disk or held in memory."""
+    pixels = to_clip_pixels(cue_image(False, np.random.default_rng(4), size=224))
+    whole = ClipOnnxEncoder(threads=1, cache_dir=tmp_path).tokens(pixels)
+    split = ClipOnnxEncoder(threads=1, cache_dir=tmp_path, split_after=5)
+    assert len(list((tmp_path / "onnx").glob("*-split5-*.onnx"))) == 2
+    first = split.first_blocks(pixels)
+    assert first.shape == (6, 197, WIDTH)
+    np.testing.assert_array_equal(first, whole[:6])
+    np.testing.assert_array_equal(split.last_blocks(first), whole[6:])
+    np.testing.assert_array_equal(split.tokens(pixels), whole)
+
+    blocked = tmp_path / "not-a-dir"
+    blocked.write_text("a file where the cache folder would go")
+    np.testing.assert_array_equal(ClipOnnxEncoder(threads=1, cache_dir=blocked, split_after=5).tokens(pixels), whole)
+    with pytest.raises(FakefaceError, match="split_after"):
+        ClipOnnxEncoder(threads=1, cache_dir=tmp_path, split_after=11)
+    with pytest.raises(FakefaceError, match="split_after"):
+        ClipOnnxEncoder(threads=1, cache_dir=tmp_path).first_blocks(pixels)

@@ -125,12 +125,26 @@ def test_early_exit_rows_carry_the_fast_probes_calibrated_probability(tmp_path):
         assert torch.equal(out[~exits], model.net(x)[~exits])
     model.save_pretrained(tmp_path)
     loaded = FakeFaceModel.from_pretrained(str(tmp_path))
-    assert loaded.early_exit == {"groups": 1, "band": [0.2, 0.8], "temperature": 0.8}
+    assert loaded.early_exit == {"groups": 1, "layers": 1, "band": [0.2, 0.8], "temperature": 0.8}
+    assert loaded.exit_block is None  # it reads the first group's every layer: no stop inside the tower
     with torch.no_grad():
         assert torch.equal(loaded(x), out)
 
 
-def test_early_exit_needs_several_view_groups():
+def test_early_exit_needs_a_second_view_group_or_fewer_layers():
     model = create_model("clip-vit-b16-probe", features={"views": [[224, 1]], "layers": [11], "tokens": ["cls"]})
-    with pytest.raises(FakefaceError, match="two view groups"):
+    with pytest.raises(FakefaceError, match="second view group or fewer layers"):
         model.attach_early_exit(model.net, 1.0, (0.1, 0.9))
+
+
+def test_an_early_exit_on_the_first_layers_stops_the_tower_at_the_last_of_them(tmp_path):
+    model = create_model("clip-vit-b16-probe", features={"views": [[224, 1]], "layers": [5, 7, 11],
+                                                         "tokens": ["cls", "patch_mean"]})
+    fast = create_model("clip-vit-b16-probe", features={"views": [[224, 1]], "layers": [5, 7],
+                                                        "tokens": ["cls", "patch_mean"]})
+    model.attach_early_exit(fast.net, 1.0, (0.1, 0.9), layers=2)
+    assert model.exit_block == 7 and model.fast_dim == fast.recipe.dim == 2 * 2 * 768
+    model.save_pretrained(tmp_path)
+    assert FakeFaceModel.from_pretrained(str(tmp_path)).exit_block == 7
+    with pytest.raises(FakefaceError, match="1 to 3"):
+        model.attach_early_exit(fast.net, 1.0, (0.1, 0.9), layers=4)

@@ -181,8 +181,9 @@ def test_resume_refuses_a_checkpoint_saved_with_another_config_naming_the_fields
 
 def test_which_config_changes_a_resume_allows():
     saved = asdict(TINY)
-    assert RESUMABLE_CHANGES == ("num_workers", "early_exit_band")
-    assert config_differences(saved, replace(TINY, num_workers=4, early_exit_band=[0.1, 0.9])) == {}
+    assert RESUMABLE_CHANGES == ("num_workers", "early_exit_band", "early_exit_layers")
+    assert config_differences(saved, replace(TINY, num_workers=4, early_exit_band=[0.1, 0.9],
+                                             early_exit_layers=1)) == {}
     assert config_differences(saved, replace(TINY, epochs=9)) == {"epochs": (3, 9)}  # cosine: T_max
     plateau = replace(TINY, scheduler="plateau")
     assert config_differences(asdict(plateau), replace(plateau, epochs=9)) == {}  # continue a plateau run
