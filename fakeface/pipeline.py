@@ -481,11 +481,13 @@ def cross_validate(source, config: TrainConfig, folds: int = 5, output_dir=None,
         metrics, _, _ = evaluate_split(model, config, full.select(test_idx), detector, cache_dir)
         results.append({**_headline(metrics), "groups": {g: m["ranking"]["roc_auc"]
                                                           for g, m in metrics.get("groups", {}).items()},
-                        **({"per_source": metrics["per_source"]} if "per_source" in metrics else {})})
+                        **({"per_source": metrics["per_source"]} if "per_source" in metrics else {}),
+                        **({"exit_rate": metrics["early_exit"]["exit_rate"]} if "early_exit" in metrics else {})})
         if is_main:
             print(f"fold {k}: {json.dumps(_fold_line(results[-1]))}")
     summary = {"folds": results, "config": asdict(config), "data": source, "source_weights": data.weights}
-    for key in ("roc_auc", "balanced_accuracy", "accuracy", "ece"):
+    early = ("exit_rate",) if "exit_rate" in results[0] else ()  # share of held-out faces the early exit answered
+    for key in ("roc_auc", "balanced_accuracy", "accuracy", "ece") + early:
         summary[key] = _mean_std([r[key] for r in results])
     if any("per_source" in r for r in results):
         summary["per_source"] = _per_source_summary([r["per_source"] for r in results])
