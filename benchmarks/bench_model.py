@@ -65,10 +65,9 @@ def without_early_exit(model):
 
 
 def early_exit_share(predictor, images) -> float:
-    """Share of the images the fast probe answers alone (after one view)."""
+    """Share of the images the fast probe answers alone (after its first view group, or its first blocks)."""
     model = predictor.model
-    exits = [bool(model.exits(model.fast_logits(torch.from_numpy(predictor.featurizer.group_features(im, 0)[0][None])))[0])
-             for im in images]
+    exits = [bool(model.exit_mask(torch.from_numpy(predictor.featurizer(im)[None]))[0]) for im in images]
     return sum(exits) / len(exits)
 
 
@@ -152,7 +151,8 @@ def ort_thread_rows(model, images, repeats: int) -> list[Row]:
     path = locate_clip_onnx()
     for threads in (1, 2):
         predictor = Predictor(model, detector="none")
-        predictor._featurizer = ClipFeaturizer(model.recipe, ClipOnnxEncoder(path, threads=threads))
+        predictor._featurizer = ClipFeaturizer(model.recipe, ClipOnnxEncoder(path, threads=threads,
+                                                                              **model.encoder_options()))
         rows.append(latency_row("levers", f"ours b1, onnxruntime {threads} intra-op thread(s)",
                                 time_b1(ours_runner(predictor), images, repeats)))
         del predictor  # free the session before building the next one
@@ -325,7 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(model, "early_exit", None) is not None:
         share = early_exit_share(ours, images)
         extra["early_exit_share"] = share
-        rows[0].note = f"early exit: {share:.0%} of the sample after 1 view"
+        stage = "1 view" if model.exit_block is None else f"block {model.exit_block}"
+        rows[0].note = f"early exit: {share:.0%} of the sample after {stage}"
         full = Predictor(without_early_exit(model), detector="none")
         full._featurizer = ours._featurizer
         rows.append(latency_row("model", "ours b1, early exit off (all views)",

@@ -106,20 +106,28 @@ def _with_block_outputs(source: Path, cache_dir: Path) -> tuple[Path | bytes, li
         return model.SerializeToString(), names
 
 
-def _split_at(model: Path | bytes, names: list[str], block: int, cache_dir: Path) -> list[Path | bytes]:
-    """The block-output model cut in two after `block`: pixels -> blocks 0..block, and block's output -> the
-    later blocks (onnx.utils.Extractor). Blocks share nothing but the residual stream and constants, so the
-    halves compute exactly what the whole does. Cached beside the whole model (bytes when it is not on disk)."""
+def _pieces(model: Path | bytes, names: list[str], blocks: int, split_after: int | None,
+            cache_dir: Path) -> list[Path | bytes]:
+    """The block-output model cut into the graphs an encoder runs (onnx.utils.Extractor): pixels -> blocks
+    0..split_after, then that block's output -> the later blocks up to `blocks` - 1 (one graph when not split).
+    Blocks share nothing but the residual stream and constants, so the pieces compute exactly what the whole
+    does, and blocks after the last one read are never run. Cached beside the whole model (bytes when it is
+    not on disk)."""
+    if blocks == NUM_LAYERS and split_after is None:
+        return [model]
     import onnx
     from onnx.utils import Extractor
 
-    halves = [(["pixel_values"], names[: block + 1]), ([names[block]], names[block + 1:])]
+    ends = ([split_after] if split_after is not None else []) + [blocks - 1]
+    starts = [-1] + ends[:-1]
+    pieces = [(["pixel_values"] if a < 0 else [names[a]], names[a + 1: b + 1]) for a, b in zip(starts, ends)]
     if isinstance(model, Path):
-        targets = [model.with_name(f"{model.stem}-split{block}-{part}.onnx") for part in "ab"]
+        tag = "-".join(str(b) for b in ends)
+        targets = [model.with_name(f"{model.stem}-to{tag}-{i}.onnx") for i in range(len(pieces))]
         if all(t.exists() for t in targets):
             return targets
     extractor = Extractor(onnx.load(str(model)) if isinstance(model, Path) else onnx.load_from_string(model))
-    parts = [extractor.extract_model(inputs, outputs) for inputs, outputs in halves]
+    parts = [extractor.extract_model(inputs, outputs) for inputs, outputs in pieces]
     if not isinstance(model, Path):
         return [p.SerializeToString() for p in parts]
     suffix = f".{os.getpid()}-{threading.get_ident()}.tmp"
@@ -179,18 +187,22 @@ class ClipOnnxEncoder:
     """Runs the frozen tower on one 224x224 view and returns every block's tokens (optionally in two steps)."""
 
     def __init__(self, path: str | Path | None = None, threads: int | None = None,
-                 cache_dir: str | Path | None = None, cpu_mem_arena: bool = True, split_after: int | None = None):
-        """`split_after`: run the tower as two graphs, blocks 0..split_after and the rest, so that a caller can
-        stop after the first (`first_blocks`) and finish later (`last_blocks`) without redoing any work. The two
-        hold the same weights as the whole, so memory stays the same, and `tokens` is bit-identical either way."""
+                 cache_dir: str | Path | None = None, cpu_mem_arena: bool = True, blocks: int = NUM_LAYERS,
+                 split_after: int | None = None):
+        """`blocks`: run only the first n transformer blocks (a recipe that reads nothing later needs no more).
+        `split_after`: run them as two graphs, blocks 0..split_after and the rest, so that a caller can stop after
+        the first (`first_blocks`) and finish later (`last_blocks`) without redoing any work. The pieces hold the
+        whole's weights (or fewer), and `tokens` gives the whole tower's numbers bit for bit either way."""
         import onnxruntime as ort
 
         path = Path(path) if path else locate_clip_onnx()
         cache_dir = Path(cache_dir or DEFAULT_CACHE)
-        model, self.layer_outputs = _with_block_outputs(path, cache_dir)
-        if split_after is not None and not 0 <= split_after < NUM_LAYERS - 1:
-            raise FakefaceError(f"split_after must be a block between 0 and {NUM_LAYERS - 2}, not {split_after}.")
-        self.split_after = split_after
+        model, names = _with_block_outputs(path, cache_dir)
+        if not 1 <= blocks <= NUM_LAYERS:
+            raise FakefaceError(f"blocks must be between 1 and {NUM_LAYERS}, not {blocks}.")
+        if split_after is not None and not 0 <= split_after < blocks - 1:
+            raise FakefaceError(f"split_after must be a block between 0 and {blocks - 2}, not {split_after}.")
+        self.layer_outputs, self.split_after = names[:blocks], split_after
         options = ort.SessionOptions()
         self.threads = int(threads) if threads else default_intra_op_threads()
         options.intra_op_num_threads = self.threads
@@ -203,7 +215,7 @@ class ClipOnnxEncoder:
         # MTCNN for wide photos) spinning workers steal the cores the next run needs, and one view is no faster
         # with them (scripts/experiments/ort_session_levers.py: 39.5 / 44.7 ms spinning vs 43.0 / 42.6 sleeping).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        graphs = [model] if split_after is None else _split_at(model, self.layer_outputs, split_after, cache_dir)
+        graphs = _pieces(model, names, blocks, split_after, cache_dir)
         self.sessions = [ort.InferenceSession(str(g) if isinstance(g, Path) else g, options,
                                               providers=["CPUExecutionProvider"]) for g in graphs]
         self.input_name = self.sessions[0].get_inputs()[0].name
@@ -212,7 +224,7 @@ class ClipOnnxEncoder:
         self._lock = threading.Lock()  # one run at a time keeps thread use predictable on small CPUs
 
     def tokens(self, pixels: np.ndarray) -> np.ndarray:
-        """pixels: (3, 224, 224) float32, CLIP-normalised. Returns (12, 197, 768) float32 block outputs."""
+        """pixels: (3, 224, 224) float32, CLIP-normalised. Returns (blocks, 197, 768) float32 block outputs."""
         if self.split_after is not None:
             first = self.first_blocks(pixels)
             return np.concatenate([first, self.last_blocks(first)])

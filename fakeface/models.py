@@ -358,6 +358,11 @@ class FakeFaceModel(
     def fast_dim(self) -> int:
         return self.early_exit["layers"] * len(self.recipe.tokens) * WIDTH
 
+    def encoder_options(self) -> dict:
+        """How serving runs the frozen tower for this model (clip_backbone.ClipOnnxEncoder's arguments): only up
+        to the last block the recipe reads, cut after the early exit's block when it stops inside the tower."""
+        return {"blocks": max(self.recipe.layers) + 1, "split_after": self.exit_block}
+
     @property
     def exit_block(self) -> int | None:
         """The tower block after which the early exit can answer, when that is before the last block read."""

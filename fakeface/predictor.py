@@ -101,7 +101,7 @@ class Predictor:
         hub_repo = self.source.location if self.source and self.source.kind == "hub" else DEFAULT_HUB_REPO
         revision = self.source.revision if self.source and self.source.kind == "hub" else None
         encoder = ClipOnnxEncoder(locate_clip_onnx(hub_repo, revision, self.model.config.backbone_file),
-                                  split_after=self.model.exit_block)
+                                  **self.model.encoder_options())
         pinned = self.model.backbone_sha256
         if pinned and encoder.sha256 != pinned:
             raise FakefaceError(

@@ -30,12 +30,12 @@ def test_block_outputs_are_cached_once_and_match_the_in_memory_model(tmp_path):
 
 
 def test_a_split_tower_computes_exactly_what_the_whole_does(tmp_path):
-    """Split after block 5 (the early exit's stop): the two graphs' outputs are the whole tower's, bit for bit,
-    whether the halves are cached on disk or held in memory."""
+    """Split after block 5 (the early exit's stop), or cut after block 7 (a recipe reading nothing later): the
+    pieces' outputs are the whole tower's, bit for bit, whether they are cached on disk or held in memory."""
     pixels = to_clip_pixels(cue_image(False, np.random.default_rng(4), size=224))
     whole = ClipOnnxEncoder(threads=1, cache_dir=tmp_path).tokens(pixels)
     split = ClipOnnxEncoder(threads=1, cache_dir=tmp_path, split_after=5)
-    assert len(list((tmp_path / "onnx").glob("*-split5-*.onnx"))) == 2
+    assert len(list((tmp_path / "onnx").glob("*-to5-11-*.onnx"))) == 2
     first = split.first_blocks(pixels)
     assert first.shape == (6, 197, WIDTH)
     np.testing.assert_array_equal(first, whole[:6])
@@ -45,6 +45,9 @@ def test_a_split_tower_computes_exactly_what_the_whole_does(tmp_path):
     blocked = tmp_path / "not-a-dir"
     blocked.write_text("a file where the cache folder would go")
     np.testing.assert_array_equal(ClipOnnxEncoder(threads=1, cache_dir=blocked, split_after=5).tokens(pixels), whole)
+    short = ClipOnnxEncoder(threads=1, cache_dir=tmp_path, blocks=8, split_after=5)  # blocks 8-11 never run
+    np.testing.assert_array_equal(short.tokens(pixels), whole[:8])
+    np.testing.assert_array_equal(ClipOnnxEncoder(threads=1, cache_dir=tmp_path, blocks=8).tokens(pixels), whole[:8])
     with pytest.raises(FakefaceError, match="split_after"):
         ClipOnnxEncoder(threads=1, cache_dir=tmp_path, split_after=11)
     with pytest.raises(FakefaceError, match="split_after"):
