@@ -149,7 +149,7 @@ def quality(sides, data_dirs) -> None:
             fakes = (source == s) & y.astype(bool)
             if fakes.any():  # this source's fakes against every real photo
                 keep = fakes | real
-                per_source[s] = round(roc_auc_score(y[keep], scores[keep]), 4)
+                per_source[str(s)] = round(roc_auc_score(y[keep], scores[keep]), 4)
         print(f"side {side}: {len(y)} crops, AUC {np.mean(aucs):.4f} +- {np.std(aucs, ddof=1):.4f} over 5 folds; "
               f"per source (its fakes vs all reals) {per_source}")
 

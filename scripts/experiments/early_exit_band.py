@@ -25,7 +25,8 @@ from fakeface.models import FakeFaceModel  # noqa: E402
 from fakeface.pipeline import image_max, is_fake, load_splits, model_inputs  # noqa: E402
 from fakeface.training import make_config  # noqa: E402
 
-BANDS = [(0.02, 0.95), (0.02, 0.9), (0.05, 0.95), (0.05, 0.9), (0.05, 0.8), (0.1, 0.9), (0.1, 0.8), (0.2, 0.8)]
+BANDS = [(0.02, 0.95), (0.05, 0.95), (0.05, 0.9), (0.05, 0.8), (0.1, 0.9), (0.2, 0.95), (0.3, 0.95), (0.4, 0.95),
+         (0.3, 0.9), (0.5, 0.95)]
 
 
 def main() -> None:
