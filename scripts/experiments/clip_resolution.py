@@ -4,9 +4,12 @@ ViT-B/16 costs about linearly in its tokens: 224 px is 14x14 patches + 1, 192 px
 10x10 + 1 (49% fewer). The int8 ONNX file takes any input side; only its position embedding is fixed at 197
 rows, so a variant for side s gets the 14x14 grid of embeddings resized bicubically to (s/16)^2 (the class
 token's row kept) and the position ids to match. Nothing else in the graph depends on the side.
+A variant "224c4" keeps 224 px but drops the patches of the crop's four corners (the i + j < 4 triangle at each
+corner, 40 of 196: background and hair around the face) right after the embeddings, so every block runs on
+fewer tokens at full resolution.
 
-    python scripts/experiments/clip_resolution.py --part speed --sides 224,192,160
-    python scripts/experiments/clip_resolution.py --part quality --sides 224,192,160 --data DIR --data DIR ...
+    python scripts/experiments/clip_resolution.py --part speed --sides 224,192,160,224c4
+    python scripts/experiments/clip_resolution.py --part quality --sides 224,192,160,224c4 --data DIR --data DIR ...
 
 speed: ms per view for each side, alternating sides over real face crops (same encoder settings as serving).
 quality: face-crop features (blocks 5/7/9/11, class token + patch mean, as the shipped recipe) of every
@@ -31,31 +34,58 @@ from fakeface.clip_features import summarise_all  # noqa: E402
 LAYERS, OUT = [5, 7, 9, 11], Path("runs/clip_resolution")
 
 
-def onnx_for_side(side: int) -> Path:
-    """The int8 file with its position embedding resized for a side x side input (224: the file itself)."""
+def parse_variant(variant: str) -> tuple[int, int]:
+    """"224" -> (224, 0); "224c4" -> (224, 4): input side and corner triangle size (0: keep every patch)."""
+    side, _, corner = variant.partition("c")
+    return int(side), int(corner or 0)
+
+
+def kept_patches(grid: int, corner: int) -> np.ndarray:
+    """Row-major indices of the patches kept when each corner's i + j < `corner` triangle is dropped."""
+    i, j = np.divmod(np.arange(grid * grid), grid)
+    far = grid - 1
+    near = np.minimum.reduce([i + j, i + far - j, far - i + j, 2 * far - i - j])
+    return np.flatnonzero(near >= corner)
+
+
+def onnx_for_side(variant: str) -> Path:
+    """The int8 file with its position embedding resized for a side x side input, and with the corner patches
+    dropped after the embeddings for a "c" variant ("224": the file itself)."""
+    side, corner = parse_variant(variant)
     source = locate_clip_onnx()
-    if side == 224:
+    if side == 224 and not corner:
         return source
-    target = OUT / f"clip_{side}.onnx"
+    target = OUT / f"clip_{variant}.onnx"
     if target.exists():
         return target
     import onnx
     import torch
-    from onnx import numpy_helper
+    from onnx import helper, numpy_helper
 
     model = onnx.load(str(source))
     grid = side // 16
-    for init in model.graph.initializer:
-        if init.name == "vision_model.embeddings.position_embedding.weight":
-            table = numpy_helper.to_array(init)  # (197, 768)
-            patches = torch.from_numpy(table[1:].reshape(1, 14, 14, -1)).permute(0, 3, 1, 2)
-            resized = torch.nn.functional.interpolate(patches, size=(grid, grid), mode="bicubic", align_corners=False)
-            new = np.concatenate([table[:1], resized.permute(0, 2, 3, 1).reshape(grid * grid, -1).numpy()])
-            init.CopyFrom(numpy_helper.from_array(new.astype(np.float32), init.name))
-    for node in model.graph.node:
-        if node.name == "/vision_model/embeddings/position_embedding/Constant":
-            ids = np.arange(grid * grid + 1, dtype=np.int64)[None]
-            node.attribute[0].t.CopyFrom(numpy_helper.from_array(ids))
+    if side != 224:
+        for init in model.graph.initializer:
+            if init.name == "vision_model.embeddings.position_embedding.weight":
+                table = numpy_helper.to_array(init)  # (197, 768)
+                patches = torch.from_numpy(table[1:].reshape(1, 14, 14, -1)).permute(0, 3, 1, 2)
+                resized = torch.nn.functional.interpolate(patches, size=(grid, grid), mode="bicubic",
+                                                          align_corners=False)
+                new = np.concatenate([table[:1], resized.permute(0, 2, 3, 1).reshape(grid * grid, -1).numpy()])
+                init.CopyFrom(numpy_helper.from_array(new.astype(np.float32), init.name))
+        for node in model.graph.node:
+            if node.name == "/vision_model/embeddings/position_embedding/Constant":
+                ids = np.arange(grid * grid + 1, dtype=np.int64)[None]
+                node.attribute[0].t.CopyFrom(numpy_helper.from_array(ids))
+    if corner:  # tokens kept: the class token and the patches outside the corners, after position embeddings
+        keep = np.concatenate([[0], kept_patches(grid, corner) + 1]).astype(np.int64)
+        embedded = "/vision_model/embeddings/Add_output_0"
+        model.graph.initializer.append(numpy_helper.from_array(keep, "kept_tokens"))
+        for node in model.graph.node:
+            node.input[:] = ["kept_embeddings" if name == embedded else name for name in node.input]
+        position = next(k for k, n in enumerate(model.graph.node) if n.name == "/vision_model/embeddings/Add")
+        model.graph.node.insert(position + 1, helper.make_node("Gather", [embedded, "kept_tokens"],
+                                                               ["kept_embeddings"], axis=1, name="keep_tokens"))
     del model.graph.value_info[:]  # recorded shapes say 197 tokens; ONNX Runtime infers the new ones
     for dim in model.graph.input[0].type.tensor_type.shape.dim[2:]:
         dim.dim_value = side
@@ -64,6 +94,11 @@ def onnx_for_side(side: int) -> Path:
     OUT.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(target))
     return target
+
+
+def n_tokens(variant: str) -> int:
+    side, corner = parse_variant(variant)
+    return len(kept_patches(side // 16, corner)) + 1
 
 
 def pixels(crop: Image.Image, side: int) -> np.ndarray:
@@ -90,24 +125,25 @@ def face_crops(data_dirs, limit=None):
 
 def speed(sides, n_images: int, data_dirs) -> None:
     encoders = {s: ClipOnnxEncoder(onnx_for_side(s)) for s in sides}
+    side_of = {s: parse_variant(s)[0] for s in sides}
     crops = [c for c, _, _ in face_crops(data_dirs, limit=n_images)][:n_images]
     times = {s: [] for s in sides}
     for s, enc in encoders.items():
-        enc.tokens(pixels(crops[0], s))  # warm-up
+        enc.tokens(pixels(crops[0], side_of[s]))  # warm-up
     for crop in crops:
         for s, enc in encoders.items():
-            x = pixels(crop, s)
+            x = pixels(crop, side_of[s])
             t = time.perf_counter()
             enc.tokens(x)
             times[s].append(time.perf_counter() - t)
-    base = np.median(times[224]) if 224 in times else None
+    base = np.median(times["224"]) if "224" in times else None
     for s in sides:
         med = np.median(times[s]) * 1000
         rel = f", {np.median(times[s]) / base:.2f}x of 224 px" if base else ""
-        print(f"side {s}: {(s // 16) ** 2 + 1} tokens, median {med:.1f} ms per view over {len(crops)} crops{rel}")
+        print(f"input {s}: {n_tokens(s)} tokens, median {med:.1f} ms per view over {len(crops)} crops{rel}")
 
 
-def features(side: int, data_dirs):
+def features(side: str, data_dirs):
     cache = OUT / f"features_{side}.npz"
     if cache.exists():
         z = np.load(cache)
@@ -115,7 +151,7 @@ def features(side: int, data_dirs):
     enc = ClipOnnxEncoder(onnx_for_side(side))
     xs, ys, srcs = [], [], []
     for k, (crop, fake, source) in enumerate(face_crops(data_dirs)):
-        summary = summarise_all(enc.tokens(pixels(crop, side)))  # (12, 2, 768)
+        summary = summarise_all(enc.tokens(pixels(crop, parse_variant(side)[0])))  # (12, 2, 768)
         xs.append(summary[LAYERS].reshape(-1))
         ys.append(fake)
         srcs.append(source)
@@ -150,19 +186,19 @@ def quality(sides, data_dirs) -> None:
             if fakes.any():  # this source's fakes against every real photo
                 keep = fakes | real
                 per_source[str(s)] = round(roc_auc_score(y[keep], scores[keep]), 4)
-        print(f"side {side}: {len(y)} crops, AUC {np.mean(aucs):.4f} +- {np.std(aucs, ddof=1):.4f} over 5 folds; "
+        print(f"input {side}: {len(y)} crops, AUC {np.mean(aucs):.4f} +- {np.std(aucs, ddof=1):.4f} over 5 folds; "
               f"per source (its fakes vs all reals) {per_source}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--part", choices=["speed", "quality"], required=True)
-    parser.add_argument("--sides", default="224,192,160")
+    parser.add_argument("--sides", default="224,192,160", help="input variants: SIDE or SIDEcK (corners dropped)")
     parser.add_argument("--data", action="append", required=True, help="a data folder (repeat for several)")
     parser.add_argument("--n-images", type=int, default=30, help="speed: face crops to time")
     args = parser.parse_args()
-    sides = [int(s) for s in args.sides.split(",")]
-    if any(s % 16 for s in sides):
+    sides = args.sides.split(",")
+    if any(parse_variant(s)[0] % 16 for s in sides):
         sys.exit("sides must be multiples of 16 (the patch size)")
     speed(sides, args.n_images, args.data) if args.part == "speed" else quality(sides, args.data)
 
