@@ -106,6 +106,51 @@ def _with_block_outputs(source: Path, cache_dir: Path) -> tuple[Path | bytes, li
         return model.SerializeToString(), names
 
 
+def kept_patches(corners: int, grid: int = GRID) -> np.ndarray:
+    """Row-major indices of the patches a view keeps when each corner's i + j < `corners` triangle of patches is
+    dropped (0: all 196). Those corners of a face crop hold background and hair, not the face."""
+    i, j = np.divmod(np.arange(grid * grid), grid)
+    far = grid - 1
+    nearest_corner = np.minimum.reduce([i + j, i + far - j, far - i + j, 2 * far - i - j])
+    return np.flatnonzero(nearest_corner >= corners)
+
+
+def _without_corners(model: Path | bytes, corners: int) -> Path | bytes:
+    """The block-output model with the corner patches dropped right after the embeddings (a Gather of the class
+    token and the kept patches, position embeddings already added), so every block runs on fewer tokens at the
+    full resolution. Nothing downstream depends on the token count. Written beside the source model."""
+    if not corners:
+        return model
+    import onnx
+    from onnx import helper, numpy_helper
+
+    if isinstance(model, Path):
+        target = model.with_name(f"{model.stem}-corners{corners}.onnx")
+        if target.exists():
+            return target
+    proto = onnx.load(str(model)) if isinstance(model, Path) else onnx.load_from_string(model)
+    embedded, kept = "/vision_model/embeddings/Add_output_0", "fakeface/kept_tokens"
+    proto.graph.initializer.append(numpy_helper.from_array(
+        np.concatenate([[0], kept_patches(corners) + 1]).astype(np.int64), "fakeface/kept_token_ids"))
+    for node in proto.graph.node:
+        node.input[:] = [kept if name == embedded else name for name in node.input]
+    at = next(k for k, n in enumerate(proto.graph.node) if n.name == "/vision_model/embeddings/Add")
+    proto.graph.node.insert(at + 1, helper.make_node("Gather", [embedded, "fakeface/kept_token_ids"], [kept],
+                                                     axis=1, name="fakeface/keep_tokens"))
+    del proto.graph.value_info[:]  # recorded shapes count 197 tokens; ONNX Runtime infers the new ones
+    if not isinstance(model, Path):
+        return proto.SerializeToString()
+    suffix = f".{os.getpid()}-{threading.get_ident()}.tmp"
+    try:
+        onnx.save(proto, str(target.with_suffix(suffix)))
+        os.replace(target.with_suffix(suffix), target)  # atomic, as in _with_block_outputs
+        return target
+    except OSError:
+        with contextlib.suppress(OSError):
+            target.with_suffix(suffix).unlink()
+        return proto.SerializeToString()
+
+
 def _pieces(model: Path | bytes, names: list[str], blocks: int, split_after: int | None,
             cache_dir: Path) -> list[Path | bytes]:
     """The block-output model cut into the graphs an encoder runs (onnx.utils.Extractor): pixels -> blocks
@@ -188,11 +233,12 @@ class ClipOnnxEncoder:
 
     def __init__(self, path: str | Path | None = None, threads: int | None = None,
                  cache_dir: str | Path | None = None, cpu_mem_arena: bool = True, blocks: int = NUM_LAYERS,
-                 split_after: int | None = None):
+                 split_after: int | None = None, corners: int = 0):
         """`blocks`: run only the first n transformer blocks (a recipe that reads nothing later needs no more).
         `split_after`: run them as two graphs, blocks 0..split_after and the rest, so that a caller can stop after
         the first (`first_blocks`) and finish later (`last_blocks`) without redoing any work. The pieces hold the
-        whole's weights (or fewer), and `tokens` gives the whole tower's numbers bit for bit either way."""
+        whole's weights (or fewer), and `tokens` gives the whole tower's numbers bit for bit either way.
+        `corners`: drop each corner's triangle of patches (`kept_patches`) before the first block."""
         import onnxruntime as ort
 
         path = Path(path) if path else locate_clip_onnx()
@@ -202,7 +248,8 @@ class ClipOnnxEncoder:
             raise FakefaceError(f"blocks must be between 1 and {NUM_LAYERS}, not {blocks}.")
         if split_after is not None and not 0 <= split_after < blocks - 1:
             raise FakefaceError(f"split_after must be a block between 0 and {blocks - 2}, not {split_after}.")
-        self.layer_outputs, self.split_after = names[:blocks], split_after
+        self.layer_outputs, self.split_after, self.corners = names[:blocks], split_after, int(corners)
+        model = _without_corners(model, self.corners)
         options = ort.SessionOptions()
         self.threads = int(threads) if threads else default_intra_op_threads()
         options.intra_op_num_threads = self.threads
@@ -224,7 +271,8 @@ class ClipOnnxEncoder:
         self._lock = threading.Lock()  # one run at a time keeps thread use predictable on small CPUs
 
     def tokens(self, pixels: np.ndarray) -> np.ndarray:
-        """pixels: (3, 224, 224) float32, CLIP-normalised. Returns (blocks, 197, 768) float32 block outputs."""
+        """pixels: (3, 224, 224) float32, CLIP-normalised. Returns (blocks, tokens, 768) float32 block outputs
+        (tokens: the class token and every kept patch, 197 without dropped corners)."""
         if self.split_after is not None:
             first = self.first_blocks(pixels)
             return np.concatenate([first, self.last_blocks(first)])

@@ -6,7 +6,9 @@ A recipe says which views of the (face-cropped) image are encoded and which toke
   face at CLIP's own scale. Views of one group are averaged; groups are concatenated.
 - layers: which transformer blocks' residual streams to read (0..11); middle blocks carry more low-level
   evidence than the last one.
-- tokens: "cls" (the class token) and/or "patch_mean" (the mean of the 196 patch tokens).
+- tokens: "cls" (the class token) and/or "patch_mean" (the mean of the patch tokens).
+- corners: drop each corner's i + j < corners triangle of patches before the first block (0: keep all 196; 5:
+  136 kept), so every block runs on fewer tokens; a face crop's corners are background and hair.
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from PIL import Image
 
-from .clip_backbone import GRID, WIDTH, ClipOnnxEncoder, file_sha256, grid_views, locate_clip_onnx, to_clip_pixels
+from .clip_backbone import (GRID, WIDTH, ClipOnnxEncoder, file_sha256, grid_views, kept_patches, locate_clip_onnx,
+                            to_clip_pixels)
 from .errors import FakefaceError
 
-DEFAULT_RECIPE = {"views": [[224, 1], [448, 2]], "layers": [5, 7, 9, 11], "tokens": ["cls", "patch_mean"]}
+DEFAULT_RECIPE = {"views": [[224, 1], [448, 2]], "layers": [5, 7, 9, 11], "tokens": ["cls", "patch_mean"],
+                  "corners": 0}
 
 
 @dataclass(frozen=True)
@@ -27,14 +31,18 @@ class FeatureRecipe:
     views: tuple
     layers: tuple
     tokens: tuple
+    corners: int = 0
 
     @classmethod
     def from_config(cls, config: dict | None) -> "FeatureRecipe":
         config = {**DEFAULT_RECIPE, **(config or {})}
-        return cls(tuple(tuple(v) for v in config["views"]), tuple(config["layers"]), tuple(config["tokens"]))
+        return cls(tuple(tuple(v) for v in config["views"]), tuple(config["layers"]), tuple(config["tokens"]),
+                   int(config["corners"]))
 
     def to_config(self) -> dict:
-        return {k: [list(v) if isinstance(v, tuple) else v for v in vals] for k, vals in asdict(self).items()}
+        config = {k: [list(v) if isinstance(v, tuple) else v for v in vals]
+                  for k, vals in asdict(self).items() if k != "corners"}
+        return {**config, "corners": self.corners}
 
     @property
     def dim(self) -> int:
@@ -62,6 +70,8 @@ class ClipFeaturizer:
     """Image -> feature vector (and optionally the patch tokens needed for a heat map)."""
 
     def __init__(self, recipe: FeatureRecipe, encoder: ClipOnnxEncoder | None = None):
+        if encoder is not None and encoder.corners != recipe.corners:
+            raise FakefaceError(f"The encoder drops {encoder.corners}-patch corners, the recipe {recipe.corners}.")
         self.recipe = recipe
         self._encoder = encoder
         # Without an encoder the ONNX session opens on first use: a training pass whose features are all cached
@@ -71,15 +81,17 @@ class ClipFeaturizer:
     @property
     def encoder(self) -> ClipOnnxEncoder:
         if self._encoder is None:
-            self._encoder = ClipOnnxEncoder(self._path)
+            self._encoder = ClipOnnxEncoder(self._path, corners=self.recipe.corners)
         return self._encoder
 
     def __call__(self, image: Image.Image) -> np.ndarray:
         return self.features_and_tokens(image)[0]
 
     def fingerprint(self) -> dict:
-        """What shapes a cached summary on this side: the backbone file and the views."""
-        return {"backbone_sha256": file_sha256(self._path), "views": [list(v) for v in self.recipe.views]}
+        """What shapes a cached summary on this side: the backbone file, the views and the dropped corners (named
+        only when some are dropped, so caches written before the option stay valid)."""
+        corners = {"corners": self.recipe.corners} if self.recipe.corners else {}
+        return {"backbone_sha256": file_sha256(self._path), "views": [list(v) for v in self.recipe.views], **corners}
 
     def summary(self, image: Image.Image) -> np.ndarray:
         """(groups, 12, 2, 768): what the feature cache stores for one face crop."""
@@ -124,20 +136,22 @@ def patch_heatmap(recipe: FeatureRecipe, group_tokens, weight: np.ndarray, out_s
     """Per-patch share of the probe's logit, laid out over the image (out_side x out_side grid).
 
     `weight` is the probe's effective weight per feature (linear weight / feature std). Only the patch_mean
-    terms split exactly into patches: each patch adds w . token / (views x 196) to the logit. Positive = the
+    terms split exactly into patches: each kept patch adds w . token / (views x kept patches) to the logit. Positive = the
     patch pushes towards FAKE. The class-token terms have no location and are left out.
     """
     if "patch_mean" not in recipe.tokens:
         return np.zeros((out_side, out_side), np.float32)
     w = weight.reshape(len(recipe.views), len(recipe.layers), len(recipe.tokens), WIDTH)
     k = recipe.tokens.index("patch_mean")
+    kept = kept_patches(recipe.corners)  # dropped corner patches add nothing to the logit
     total = np.zeros((out_side, out_side), np.float64)
     count = np.zeros_like(total)
     for g, ((side, n), views) in enumerate(zip(recipe.views, group_tokens)):
         step = 0 if n == 1 else (side - 224) / (n - 1)
         for idx, tokens in enumerate(views):
-            per_patch = sum(tokens[layer, 1:] @ w[g, j, k] for j, layer in enumerate(recipe.layers))
-            grid = per_patch.reshape(GRID, GRID) / (len(views) * GRID * GRID)
+            per_patch = np.zeros(GRID * GRID)
+            per_patch[kept] = sum(tokens[layer, 1:] @ w[g, j, k] for j, layer in enumerate(recipe.layers))
+            grid = per_patch.reshape(GRID, GRID) / (len(views) * len(kept))
             # place this view's 14x14 grid where the view sits in the image (unit coordinates)
             x0, y0 = (idx % n) * step / side, (idx // n) * step / side
             span = 224 / side

@@ -360,8 +360,9 @@ class FakeFaceModel(
 
     def encoder_options(self) -> dict:
         """How serving runs the frozen tower for this model (clip_backbone.ClipOnnxEncoder's arguments): only up
-        to the last block the recipe reads, cut after the early exit's block when it stops inside the tower."""
-        return {"blocks": max(self.recipe.layers) + 1, "split_after": self.exit_block}
+        to the last block the recipe reads, cut after the early exit's block when it stops inside the tower, on
+        the patches the recipe keeps."""
+        return {"blocks": max(self.recipe.layers) + 1, "split_after": self.exit_block, "corners": self.recipe.corners}
 
     @property
     def exit_block(self) -> int | None:

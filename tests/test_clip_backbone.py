@@ -52,3 +52,30 @@ def test_a_split_tower_computes_exactly_what_the_whole_does(tmp_path):
         ClipOnnxEncoder(threads=1, cache_dir=tmp_path, split_after=11)
     with pytest.raises(FakefaceError, match="split_after"):
         ClipOnnxEncoder(threads=1, cache_dir=tmp_path).first_blocks(pixels)
+
+
+def test_dropped_corners_run_fewer_tokens_and_the_heat_map_still_adds_up(tmp_path):
+    """corners=5: 60 of 196 patches never enter the tower; the features change (attention sees fewer tokens),
+    and the heat map of the kept patches still sums to the patch-mean part of the probe's logit."""
+    from fakeface.clip_backbone import kept_patches
+    from fakeface.clip_features import ClipFeaturizer, FeatureRecipe, patch_heatmap
+
+    image = cue_image(True, np.random.default_rng(5), size=224)
+    dropping = ClipOnnxEncoder(threads=1, cache_dir=tmp_path, corners=5)
+    tokens = dropping.tokens(to_clip_pixels(image))
+    assert len(kept_patches(5)) == 136 and tokens.shape == (NUM_LAYERS, 137, WIDTH)
+    whole = ClipOnnxEncoder(threads=1, cache_dir=tmp_path).tokens(to_clip_pixels(image))
+    assert not np.allclose(tokens[-1, 0], whole[-1, 0], atol=1e-3)
+
+    recipe = FeatureRecipe.from_config({"views": [[224, 1]], "layers": [5, 11], "tokens": ["cls", "patch_mean"],
+                                        "corners": 5})
+    assert FeatureRecipe.from_config(recipe.to_config()) == recipe
+    assert FeatureRecipe.from_config({"views": [[224, 1]]}).corners == 0  # configs from before the option
+    feats, group_tokens = ClipFeaturizer(recipe, dropping).features_and_tokens(image)
+    weight = np.random.default_rng(6).normal(size=recipe.dim).astype(np.float32)
+    heat = patch_heatmap(recipe, group_tokens, weight, out_side=14)  # one cell per patch
+    w, f = weight.reshape(2, 2, WIDTH), feats.reshape(2, 2, WIDTH)  # (layer, token, 768)
+    assert np.isclose(heat.sum(), sum(w[j, 1] @ f[j, 1] for j in range(2)), rtol=1e-4)
+    assert heat[0, 0] == heat[13, 13] == 0 and heat[7, 7] != 0
+    with pytest.raises(FakefaceError, match="corners"):
+        ClipFeaturizer(recipe, ClipOnnxEncoder(threads=1, cache_dir=tmp_path))

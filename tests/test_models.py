@@ -144,8 +144,8 @@ def test_an_early_exit_on_the_first_layers_stops_the_tower_at_the_last_of_them(t
                                                         "tokens": ["cls", "patch_mean"]})
     model.attach_early_exit(fast.net, 1.0, (0.1, 0.9), layers=2)
     assert model.exit_block == 7 and model.fast_dim == fast.recipe.dim == 2 * 2 * 768
-    assert model.encoder_options() == {"blocks": 12, "split_after": 7}
-    assert fast.encoder_options() == {"blocks": 8, "split_after": None}  # nothing after block 7 is read
+    assert model.encoder_options() == {"blocks": 12, "split_after": 7, "corners": 0}
+    assert fast.encoder_options() == {"blocks": 8, "split_after": None, "corners": 0}  # nothing after 7 is read
     model.save_pretrained(tmp_path)
     assert FakeFaceModel.from_pretrained(str(tmp_path)).exit_block == 7
     with pytest.raises(FakefaceError, match="1 to 3"):
