@@ -138,17 +138,9 @@ def _without_corners(model: Path | bytes, corners: int) -> Path | bytes:
     proto.graph.node.insert(at + 1, helper.make_node("Gather", [embedded, "fakeface/kept_token_ids"], [kept],
                                                      axis=1, name="fakeface/keep_tokens"))
     del proto.graph.value_info[:]  # recorded shapes count 197 tokens; ONNX Runtime infers the new ones
-    if not isinstance(model, Path):
-        return proto.SerializeToString()
-    suffix = f".{os.getpid()}-{threading.get_ident()}.tmp"
-    try:
-        onnx.save(proto, str(target.with_suffix(suffix)))
-        os.replace(target.with_suffix(suffix), target)  # atomic, as in _with_block_outputs
-        return target
-    except OSError:
-        with contextlib.suppress(OSError):
-            target.with_suffix(suffix).unlink()
-        return proto.SerializeToString()
+    for output in proto.graph.output:  # ...and so do the file's own outputs' shapes
+        output.type.tensor_type.ClearField("shape")
+    return _saved([proto], [target])[0] if isinstance(model, Path) else proto.SerializeToString()
 
 
 def _pieces(model: Path | bytes, names: list[str], blocks: int, split_after: int | None,
@@ -173,19 +165,25 @@ def _pieces(model: Path | bytes, names: list[str], blocks: int, split_after: int
             return targets
     extractor = Extractor(onnx.load(str(model)) if isinstance(model, Path) else onnx.load_from_string(model))
     parts = [extractor.extract_model(inputs, outputs) for inputs, outputs in pieces]
-    if not isinstance(model, Path):
-        return [p.SerializeToString() for p in parts]
+    return _saved(parts, targets) if isinstance(model, Path) else [p.SerializeToString() for p in parts]
+
+
+def _saved(protos: list, targets: list[Path]) -> list[Path | bytes]:
+    """Write each derived model to its target atomically (a concurrent start never reads half a file); where the
+    cache cannot be written, the models as bytes."""
+    import onnx
+
     suffix = f".{os.getpid()}-{threading.get_ident()}.tmp"
     try:
-        for part, target in zip(parts, targets):
-            onnx.save(part, str(target.with_suffix(suffix)))
-            os.replace(target.with_suffix(suffix), target)  # atomic, as in _with_block_outputs
-        return targets
+        for proto, target in zip(protos, targets):
+            onnx.save(proto, str(target.with_suffix(suffix)))
+            os.replace(target.with_suffix(suffix), target)
+        return list(targets)
     except OSError:
         for target in targets:
             with contextlib.suppress(OSError):
                 target.with_suffix(suffix).unlink()
-        return [p.SerializeToString() for p in parts]
+        return [p.SerializeToString() for p in protos]
 
 
 def usable_cpus() -> int:
@@ -279,7 +277,7 @@ class ClipOnnxEncoder:
         return self._run(0, self.layer_outputs, {self.input_name: pixels[None].astype(np.float32)})
 
     def first_blocks(self, pixels: np.ndarray) -> np.ndarray:
-        """A split encoder's first graph: (split_after + 1, 197, 768), the outputs of blocks 0..split_after."""
+        """A split encoder's first graph: (split_after + 1, tokens, 768), the outputs of blocks 0..split_after."""
         if self.split_after is None:
             raise FakefaceError("first_blocks needs an encoder built with split_after.")
         return self._run(0, self.layer_outputs[: self.split_after + 1],

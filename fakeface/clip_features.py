@@ -13,7 +13,7 @@ A recipe says which views of the (face-cropped) image are encoded and which toke
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
@@ -40,9 +40,8 @@ class FeatureRecipe:
                    int(config["corners"]))
 
     def to_config(self) -> dict:
-        config = {k: [list(v) if isinstance(v, tuple) else v for v in vals]
-                  for k, vals in asdict(self).items() if k != "corners"}
-        return {**config, "corners": self.corners}
+        return {"views": [list(v) for v in self.views], "layers": list(self.layers), "tokens": list(self.tokens),
+                "corners": self.corners}
 
     @property
     def dim(self) -> int:
@@ -136,8 +135,8 @@ def patch_heatmap(recipe: FeatureRecipe, group_tokens, weight: np.ndarray, out_s
     """Per-patch share of the probe's logit, laid out over the image (out_side x out_side grid).
 
     `weight` is the probe's effective weight per feature (linear weight / feature std). Only the patch_mean
-    terms split exactly into patches: each kept patch adds w . token / (views x kept patches) to the logit. Positive = the
-    patch pushes towards FAKE. The class-token terms have no location and are left out.
+    terms split exactly into patches: each kept patch adds w . token / (views x kept patches) to the logit.
+    Positive = the patch pushes towards FAKE. The class-token terms have no location and are left out.
     """
     if "patch_mean" not in recipe.tokens:
         return np.zeros((out_side, out_side), np.float32)

@@ -93,8 +93,8 @@ PRESETS: dict[str, dict] = {
     "ciplab": dict(arch="clip-vit-b16-probe", epochs=100, batch_size=64, lr=1e-4, weight_decay=0.05, loss="bce",
                    scheduler="cosine", early_stopping_patience=15, early_exit_band=[0.05, 0.7]),
     # Every kind of fake (composites, GAN, diffusion, face swaps): one 224 px view of the face crop, every
-    # source and class drawn equally often, a common-range augmented copy of each image and a self-blended
-    # pseudo-fake of each real. Recipe choice: scripts/experiments/README.md (multi-source section).
+    # source and class drawn equally often, a common-range augmented copy of each image (self-blended
+    # pseudo-fakes lost, see --pseudo-fakes). Recipe choice: scripts/experiments/README.md (multi-source section).
     "multisource": dict(arch="clip-vit-b16-probe", epochs=100, batch_size=64, lr=1e-4, weight_decay=0.05,
                         loss="bce", scheduler="cosine", early_stopping_patience=15, early_exit_band=[],
                         features={"views": [[224, 1]], "layers": [5, 7, 9, 11], "tokens": ["cls", "patch_mean"]},
@@ -160,8 +160,9 @@ def _atomic_save(obj, path: Path) -> None:
 # Config fields a resumed run may change, because they do not change what training computes from the checkpoint
 # on: `num_workers` (how many processes load the data; random augmentations then come from other worker seeds,
 # the recipe is the same) and `early_exit_band` / `early_exit_layers` (read after fit, by
-# pipeline.train_early_exit, which always trains afresh). `epochs` may change too with the plateau scheduler, to continue a run further (or stop it sooner); with
-# cosine it shapes the learning-rate schedule, so it must match. Every other field must be equal.
+# pipeline.train_early_exit, which always trains afresh). `epochs` may change too with the plateau scheduler, to
+# continue a run further (or stop it sooner); with cosine it shapes the learning-rate schedule, so it must match.
+# Every other field must be equal.
 RESUMABLE_CHANGES = ("num_workers", "early_exit_band", "early_exit_layers")
 
 

@@ -1,10 +1,11 @@
 """Fill the feature cache for a training mix ahead of training and cross-validation (resumable: cached images
 are skipped). Every image gets its clean features and each `--variants` copy; reals also get each
-`--pseudo-fakes` copy. Usage:
+`--pseudo-fakes` copy. `--features` replaces the preset's recipe, as it does for training. Usage:
     python scripts/cache_features.py --data ../shared/data/ciplab --data ../shared/data/dfdc ... \
         --variants aug:1 --pseudo-fakes sbi:1
 """
 import argparse
+import json
 import time
 
 from fakeface.faces import FaceDetector
@@ -20,11 +21,13 @@ def main():
     ap.add_argument("--variants", nargs="*", default=[])
     ap.add_argument("--pseudo-fakes", nargs="*", default=[])
     ap.add_argument("--preset", default="default")
+    ap.add_argument("--features", type=json.loads, default=None, help="feature recipe as JSON (default: the preset's)")
     ap.add_argument("--cache-dir")
     args = ap.parse_args()
     ds = _raw(load_face_sources(args.data).train)
     reals = ds.select([i for i, label in enumerate(ds["label"]) if label == 1])
-    model = create_model(PRESETS[args.preset]["arch"], features=PRESETS[args.preset].get("features") or {})
+    features = args.features if args.features is not None else PRESETS[args.preset].get("features") or {}
+    model = create_model(PRESETS[args.preset]["arch"], features=features)
     detector = FaceDetector()
     for variant in [None] + list(args.variants):
         t0 = time.time()
