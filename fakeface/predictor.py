@@ -18,7 +18,6 @@ from .faces import detector_for, face_crops
 from .hub import ModelSource, load_model
 from .images import load_image
 from .models import FakeFaceModel, probabilities
-from .transforms import eval_transform
 
 
 @dataclass
@@ -112,6 +111,9 @@ class Predictor:
 
     @property
     def transform(self):
+        # Imported here: torchvision costs ~160 MB of resident memory, and only the pixel family needs it.
+        from .transforms import eval_transform
+
         with self._lock:
             if self._transform is None:
                 m = self.model
