@@ -28,7 +28,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from fakeface.clip_backbone import CLIP_MEAN, CLIP_STD, ClipOnnxEncoder, locate_clip_onnx  # noqa: E402
+from fakeface.clip_backbone import CLIP_MEAN, CLIP_STD, ClipOnnxEncoder, kept_patches, locate_clip_onnx  # noqa: E402
 from fakeface.clip_features import summarise_all  # noqa: E402
 
 LAYERS, OUT = [5, 7, 9, 11], Path("runs/clip_resolution")
@@ -40,52 +40,41 @@ def parse_variant(variant: str) -> tuple[int, int]:
     return int(side), int(corner or 0)
 
 
-def kept_patches(grid: int, corner: int) -> np.ndarray:
-    """Row-major indices of the patches kept when each corner's i + j < `corner` triangle is dropped."""
-    i, j = np.divmod(np.arange(grid * grid), grid)
-    far = grid - 1
-    near = np.minimum.reduce([i + j, i + far - j, far - i + j, 2 * far - i - j])
-    return np.flatnonzero(near >= corner)
-
-
-def onnx_for_side(variant: str) -> Path:
-    """The int8 file with its position embedding resized for a side x side input, and with the corner patches
-    dropped after the embeddings for a "c" variant ("224": the file itself)."""
+def encoder_for(variant: str) -> ClipOnnxEncoder:
+    """The encoder of a variant: the file resized for its side, dropping its corners with the library's own
+    option (`ClipOnnxEncoder(corners=K)`, as a recipe with "corners" would)."""
     side, corner = parse_variant(variant)
+    if corner and side != 224:
+        sys.exit("corners are dropped on the 224 px grid only")
+    return ClipOnnxEncoder(onnx_for_side(side), corners=corner)
+
+
+def onnx_for_side(side: int) -> Path:
+    """The int8 file with its position embedding resized for a side x side input (224: the file itself)."""
     source = locate_clip_onnx()
-    if side == 224 and not corner:
+    if side == 224:
         return source
-    target = OUT / f"clip_{variant}.onnx"
+    target = OUT / f"clip_{side}.onnx"
     if target.exists():
         return target
     import onnx
     import torch
-    from onnx import helper, numpy_helper
+    from onnx import numpy_helper
 
     model = onnx.load(str(source))
     grid = side // 16
-    if side != 224:
-        for init in model.graph.initializer:
-            if init.name == "vision_model.embeddings.position_embedding.weight":
-                table = numpy_helper.to_array(init)  # (197, 768)
-                patches = torch.from_numpy(table[1:].reshape(1, 14, 14, -1)).permute(0, 3, 1, 2)
-                resized = torch.nn.functional.interpolate(patches, size=(grid, grid), mode="bicubic",
-                                                          align_corners=False)
-                new = np.concatenate([table[:1], resized.permute(0, 2, 3, 1).reshape(grid * grid, -1).numpy()])
-                init.CopyFrom(numpy_helper.from_array(new.astype(np.float32), init.name))
-        for node in model.graph.node:
-            if node.name == "/vision_model/embeddings/position_embedding/Constant":
-                ids = np.arange(grid * grid + 1, dtype=np.int64)[None]
-                node.attribute[0].t.CopyFrom(numpy_helper.from_array(ids))
-    if corner:  # tokens kept: the class token and the patches outside the corners, after position embeddings
-        keep = np.concatenate([[0], kept_patches(grid, corner) + 1]).astype(np.int64)
-        embedded = "/vision_model/embeddings/Add_output_0"
-        model.graph.initializer.append(numpy_helper.from_array(keep, "kept_tokens"))
-        for node in model.graph.node:
-            node.input[:] = ["kept_embeddings" if name == embedded else name for name in node.input]
-        position = next(k for k, n in enumerate(model.graph.node) if n.name == "/vision_model/embeddings/Add")
-        model.graph.node.insert(position + 1, helper.make_node("Gather", [embedded, "kept_tokens"],
-                                                               ["kept_embeddings"], axis=1, name="keep_tokens"))
+    for init in model.graph.initializer:
+        if init.name == "vision_model.embeddings.position_embedding.weight":
+            table = numpy_helper.to_array(init)  # (197, 768)
+            patches = torch.from_numpy(table[1:].reshape(1, 14, 14, -1)).permute(0, 3, 1, 2)
+            resized = torch.nn.functional.interpolate(patches, size=(grid, grid), mode="bicubic",
+                                                      align_corners=False)
+            new = np.concatenate([table[:1], resized.permute(0, 2, 3, 1).reshape(grid * grid, -1).numpy()])
+            init.CopyFrom(numpy_helper.from_array(new.astype(np.float32), init.name))
+    for node in model.graph.node:
+        if node.name == "/vision_model/embeddings/position_embedding/Constant":
+            ids = np.arange(grid * grid + 1, dtype=np.int64)[None]
+            node.attribute[0].t.CopyFrom(numpy_helper.from_array(ids))
     del model.graph.value_info[:]  # recorded shapes say 197 tokens; ONNX Runtime infers the new ones
     for dim in model.graph.input[0].type.tensor_type.shape.dim[2:]:
         dim.dim_value = side
@@ -98,7 +87,7 @@ def onnx_for_side(variant: str) -> Path:
 
 def n_tokens(variant: str) -> int:
     side, corner = parse_variant(variant)
-    return len(kept_patches(side // 16, corner)) + 1
+    return len(kept_patches(corner, side // 16)) + 1
 
 
 def pixels(crop: Image.Image, side: int) -> np.ndarray:
@@ -124,7 +113,7 @@ def face_crops(data_dirs, limit=None):
 
 
 def speed(sides, n_images: int, data_dirs) -> None:
-    encoders = {s: ClipOnnxEncoder(onnx_for_side(s)) for s in sides}
+    encoders = {s: encoder_for(s) for s in sides}
     side_of = {s: parse_variant(s)[0] for s in sides}
     crops = [c for c, _, _ in face_crops(data_dirs, limit=n_images)][:n_images]
     times = {s: [] for s in sides}
@@ -148,7 +137,7 @@ def features(side: str, data_dirs):
     if cache.exists():
         z = np.load(cache)
         return z["x"], z["y"], z["source"]
-    enc = ClipOnnxEncoder(onnx_for_side(side))
+    enc = encoder_for(side)
     xs, ys, srcs = [], [], []
     for k, (crop, fake, source) in enumerate(face_crops(data_dirs)):
         summary = summarise_all(enc.tokens(pixels(crop, parse_variant(side)[0])))  # (12, 2, 768)
