@@ -239,13 +239,13 @@ class ClipOnnxEncoder:
         `corners`: drop each corner's triangle of patches (`kept_patches`) before the first block."""
         import onnxruntime as ort
 
-        path = Path(path) if path else locate_clip_onnx()
-        cache_dir = Path(cache_dir or DEFAULT_CACHE)
-        model, names = _with_block_outputs(path, cache_dir)
         if not 1 <= blocks <= NUM_LAYERS:
             raise FakefaceError(f"blocks must be between 1 and {NUM_LAYERS}, not {blocks}.")
         if split_after is not None and not 0 <= split_after < blocks - 1:
             raise FakefaceError(f"split_after must be a block between 0 and {blocks - 2}, not {split_after}.")
+        path = Path(path) if path else locate_clip_onnx()
+        cache_dir = Path(cache_dir or DEFAULT_CACHE)
+        model, names = _with_block_outputs(path, cache_dir)
         self.layer_outputs, self.split_after, self.corners = names[:blocks], split_after, int(corners)
         model = _without_corners(model, self.corners)
         options = ort.SessionOptions()

@@ -65,6 +65,11 @@ def summarise_all(tokens: np.ndarray) -> np.ndarray:
     return np.stack([tokens[:, 0], tokens[:, 1:].mean(1)], axis=1)
 
 
+def views_summary(view_tokens: list[np.ndarray]) -> np.ndarray:
+    """One view group's summary: `summarise_all` of each view's block outputs, averaged over the views."""
+    return np.mean([summarise_all(t) for t in view_tokens], axis=0).astype(np.float32)
+
+
 class ClipFeaturizer:
     """Image -> feature vector (and optionally the patch tokens needed for a heat map)."""
 
@@ -105,7 +110,7 @@ class ClipFeaturizer:
         """(12, 2, 768) summary of one view group, averaged over its views, and the views' tokens."""
         side, n = self.recipe.views[group]
         tokens = [self.encoder.tokens(to_clip_pixels(v)) for v in grid_views(image, side, n)]
-        return np.mean([summarise_all(t) for t in tokens], axis=0).astype(np.float32), tokens
+        return views_summary(tokens), tokens
 
     def group_features(self, image: Image.Image, group: int):
         """One view group's slice of the feature vector (and its views' tokens): the early exit computes the
@@ -121,14 +126,12 @@ class ClipFeaturizer:
                                 f"{self.recipe.layers[n_layers - 1]}, where this early exit reads.")
         side, n = self.recipe.views[0]
         early = [self.encoder.first_blocks(to_clip_pixels(v)) for v in grid_views(image, side, n)]
-        summary = np.mean([summarise_all(t) for t in early], axis=0).astype(np.float32)
-        return self.recipe.select(summary[None], n_layers), early
+        return self.recipe.select(views_summary(early)[None], n_layers), early
 
     def first_group_finish(self, early):
         """`group_features(image, 0)` from `first_group_start`'s early blocks: only the later blocks are run."""
         tokens = [np.concatenate([e, self.encoder.last_blocks(e)]) for e in early]
-        summary = np.mean([summarise_all(t) for t in tokens], axis=0).astype(np.float32)
-        return self.recipe.select(summary[None]), tokens
+        return self.recipe.select(views_summary(tokens)[None]), tokens
 
 
 def patch_heatmap(recipe: FeatureRecipe, group_tokens, weight: np.ndarray, out_side: int = 56) -> np.ndarray:

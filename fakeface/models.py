@@ -320,15 +320,15 @@ class FakeFaceModel(
             feats, tokens = featurizer.features_and_tokens(crop)
             return self._logit(feats), self.heatmap(tokens) if explain else None
         if self.exit_block is None:
-            first, first_tokens = featurizer.group_features(crop, 0)
-            fast = self.fast_logits(torch.from_numpy(first[None]))
+            first_group = featurizer.group_features(crop, 0)
+            leading, finish = first_group[0], lambda: first_group
         else:  # the tower stops after the fast probe's last block, and goes on only when needed
             leading, early = featurizer.first_group_start(crop, self.early_exit["layers"])
-            fast = self.fast_logits(torch.from_numpy(leading[None]))
+            finish = lambda: featurizer.first_group_finish(early)  # noqa: E731
+        fast = self.fast_logits(torch.from_numpy(leading[None]))
         if not explain and bool(self.exits(fast)[0]):
             return float(self.exit_logits(fast)[0]), None
-        if self.exit_block is not None:
-            first, first_tokens = featurizer.first_group_finish(early)
+        first, first_tokens = finish()
         rest = [featurizer.group_features(crop, g) for g in range(1, len(self.recipe.views))]
         feats = np.concatenate([first] + [f for f, _ in rest])
         tokens = [first_tokens] + [t for _, t in rest]
