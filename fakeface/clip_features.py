@@ -9,6 +9,9 @@ A recipe says which views of the (face-cropped) image are encoded and which toke
 - tokens: "cls" (the class token) and/or "patch_mean" (the mean of the patch tokens).
 - corners: drop each corner's i + j < corners triangle of patches before the first block (0: keep all 196; 5:
   136 kept), so every block runs on fewer tokens; a face crop's corners are background and hair.
+- mirror: each view is also encoded mirrored and the two are averaged (test-time mirroring, in training and
+  serving alike), so a mirrored upload gets the same features and the verdict does not hang on which way a
+  face looks. Costs one more tower pass per view.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from .clip_backbone import (GRID, WIDTH, ClipOnnxEncoder, file_sha256, grid_view
 from .errors import FakefaceError
 
 DEFAULT_RECIPE = {"views": [[224, 1], [448, 2]], "layers": [5, 7, 9, 11], "tokens": ["cls", "patch_mean"],
-                  "corners": 0}
+                  "corners": 0, "mirror": False}
 
 
 @dataclass(frozen=True)
@@ -32,16 +35,28 @@ class FeatureRecipe:
     layers: tuple
     tokens: tuple
     corners: int = 0
+    mirror: bool = False
 
     @classmethod
     def from_config(cls, config: dict | None) -> "FeatureRecipe":
         config = {**DEFAULT_RECIPE, **(config or {})}
         return cls(tuple(tuple(v) for v in config["views"]), tuple(config["layers"]), tuple(config["tokens"]),
-                   int(config["corners"]))
+                   int(config["corners"]), bool(config["mirror"]))
 
     def to_config(self) -> dict:
         return {"views": [list(v) for v in self.views], "layers": list(self.layers), "tokens": list(self.tokens),
-                "corners": self.corners}
+                "corners": self.corners, "mirror": self.mirror}
+
+    def group_views(self, image: Image.Image, group: int) -> list[Image.Image]:
+        """The 224 px views of one group: the n x n grid, then (with `mirror`) each of them mirrored."""
+        side, n = self.views[group]
+        views = grid_views(image, side, n)
+        return views + [v.transpose(Image.FLIP_LEFT_RIGHT) for v in views] if self.mirror else views
+
+    @property
+    def passes(self) -> int:
+        """Tower passes per face crop."""
+        return sum(n * n for _, n in self.views) * (2 if self.mirror else 1)
 
     @property
     def dim(self) -> int:
@@ -94,8 +109,9 @@ class ClipFeaturizer:
     def fingerprint(self) -> dict:
         """What shapes a cached summary on this side: the backbone file, the views and the dropped corners (named
         only when some are dropped, so caches written before the option stay valid)."""
-        corners = {"corners": self.recipe.corners} if self.recipe.corners else {}
-        return {"backbone_sha256": file_sha256(self._path), "views": [list(v) for v in self.recipe.views], **corners}
+        optional = {**({"corners": self.recipe.corners} if self.recipe.corners else {}),
+                    **({"mirror": True} if self.recipe.mirror else {})}
+        return {"backbone_sha256": file_sha256(self._path), "views": [list(v) for v in self.recipe.views], **optional}
 
     def summary(self, image: Image.Image) -> np.ndarray:
         """(groups, 12, 2, 768): what the feature cache stores for one face crop."""
@@ -108,8 +124,7 @@ class ClipFeaturizer:
 
     def group_summary(self, image: Image.Image, group: int):
         """(12, 2, 768) summary of one view group, averaged over its views, and the views' tokens."""
-        side, n = self.recipe.views[group]
-        tokens = [self.encoder.tokens(to_clip_pixels(v)) for v in grid_views(image, side, n)]
+        tokens = [self.encoder.tokens(to_clip_pixels(v)) for v in self.recipe.group_views(image, group)]
         return views_summary(tokens), tokens
 
     def group_features(self, image: Image.Image, group: int):
@@ -124,8 +139,7 @@ class ClipFeaturizer:
         if self.encoder.split_after != self.recipe.layers[n_layers - 1]:
             raise FakefaceError(f"The encoder splits after block {self.encoder.split_after}, not after layer "
                                 f"{self.recipe.layers[n_layers - 1]}, where this early exit reads.")
-        side, n = self.recipe.views[0]
-        early = [self.encoder.first_blocks(to_clip_pixels(v)) for v in grid_views(image, side, n)]
+        early = [self.encoder.first_blocks(to_clip_pixels(v)) for v in self.recipe.group_views(image, 0)]
         return self.recipe.select(views_summary(early)[None], n_layers), early
 
     def first_group_finish(self, early):
@@ -150,10 +164,13 @@ def patch_heatmap(recipe: FeatureRecipe, group_tokens, weight: np.ndarray, out_s
     count = np.zeros_like(total)
     for g, ((side, n), views) in enumerate(zip(recipe.views, group_tokens)):
         step = 0 if n == 1 else (side - 224) / (n - 1)
-        for idx, tokens in enumerate(views):
+        for view, tokens in enumerate(views):
+            idx, mirrored = view % (n * n), view >= n * n  # mirrored views follow the grid (FeatureRecipe.group_views)
             per_patch = np.zeros(GRID * GRID)
             per_patch[kept] = sum(tokens[layer, 1:] @ w[g, j, k] for j, layer in enumerate(recipe.layers))
             grid = per_patch.reshape(GRID, GRID) / (len(views) * len(kept))
+            if mirrored:  # a mirrored view's patch (i, j) lies at (i, GRID - 1 - j) in the image
+                grid = grid[:, ::-1]
             # place this view's 14x14 grid where the view sits in the image (unit coordinates)
             x0, y0 = (idx % n) * step / side, (idx // n) * step / side
             span = 224 / side
