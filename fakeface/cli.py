@@ -256,7 +256,7 @@ def cmd_crossval(args) -> int:
 
     return _in_process_group(lambda: cross_validate(
         args.data, _train_config(args), folds=args.folds, output_dir=args.output_dir, revision=args.revision,
-        limit=args.limit, cache_dir=args.cache_dir, leave_one_source_out=not args.no_leave_one_source_out))
+        limit=args.limit, cache_dir=args.cache_dir, leave_one_family_out=not args.no_leave_one_family_out))
 
 
 def cmd_publish(args) -> int:
@@ -502,8 +502,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("crossval", help="stratified k-fold cross-validation of a training recipe")
     _add_train_options(p)
     p.add_argument("--folds", type=int, default=5)
-    p.add_argument("--no-leave-one-source-out", action="store_true",
-                   help="with several sources: skip the runs that leave one fake source out of training")
+    p.add_argument("--no-leave-one-family-out", action="store_true",
+                   help="with several sources: skip the runs that leave one kind of fake (all its sources) out of "
+                        "training")
     p.add_argument("--output-dir", required=True)
     p.set_defaults(func=cmd_crossval)
 

@@ -164,13 +164,16 @@ def patch_heatmap(recipe: FeatureRecipe, group_tokens, weight: np.ndarray, out_s
     count = np.zeros_like(total)
     for g, ((side, n), views) in enumerate(zip(recipe.views, group_tokens)):
         step = 0 if n == 1 else (side - 224) / (n - 1)
-        for view, tokens in enumerate(views):
-            idx, mirrored = view % (n * n), view >= n * n  # mirrored views follow the grid (FeatureRecipe.group_views)
+
+        def patch_grid(tokens):
             per_patch = np.zeros(GRID * GRID)
             per_patch[kept] = sum(tokens[layer, 1:] @ w[g, j, k] for j, layer in enumerate(recipe.layers))
-            grid = per_patch.reshape(GRID, GRID) / (len(views) * len(kept))
-            if mirrored:  # a mirrored view's patch (i, j) lies at (i, GRID - 1 - j) in the image
-                grid = grid[:, ::-1]
+            return per_patch.reshape(GRID, GRID) / (len(views) * len(kept))
+
+        for idx in range(n * n):
+            grid = patch_grid(views[idx])
+            if len(views) > n * n:  # its mirrored view (FeatureRecipe.group_views): patch (i, j) lies at (i, -1 - j)
+                grid = grid + patch_grid(views[n * n + idx])[:, ::-1]
             # place this view's 14x14 grid where the view sits in the image (unit coordinates)
             x0, y0 = (idx % n) * step / side, (idx // n) * step / side
             span = 224 / side

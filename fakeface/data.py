@@ -69,6 +69,17 @@ class FaceData:
 
 # ---------------------------------------------------------------- names
 
+# The kind of fake each known training source holds: leave-one-family-out validation drops a whole family (both
+# GAN sources, not one folder), and the "most like" head's classes are these. Other sources are their own family.
+SOURCE_FAMILIES = {"ciplab": "composite", "dfdc": "face swap", "stylegan-boredhumans": "GAN", "gan-studio": "GAN",
+                   "sd21-sdfd": "diffusion"}
+
+
+def source_family(source: str) -> str:
+    """The kind of fake a source's fakes are (SOURCE_FAMILIES), or the source's own name when it is not known."""
+    return SOURCE_FAMILIES.get(source, source)
+
+
 
 def label_from_name(name: str) -> int | None:
     """0 for a fake-class name ("training_fake", "Fake"...), 1 for a real one, None if it is neither or both."""

@@ -22,7 +22,8 @@ import torch
 
 from . import distributed
 from .clip_backbone import DEFAULT_CACHE
-from .data import load_face_dataset, load_face_sources, split_strata, stratified_kfold, stratified_split
+from .data import (load_face_dataset, load_face_sources, source_family, split_strata, stratified_kfold,
+                   stratified_split)
 from .evaluation import (choose_threshold, evaluate_predictions, fit_temperature, per_source_report,
                          write_report)
 from . import faces
@@ -458,14 +459,14 @@ def _source_counts(ds: datasets.Dataset) -> dict:
 
 
 def cross_validate(source, config: TrainConfig, folds: int = 5, output_dir=None, revision=None,
-                   limit=None, cache_dir=None, leave_one_source_out: bool = True) -> dict:
+                   limit=None, cache_dir=None, leave_one_family_out: bool = True) -> dict:
     """Stratified k-fold (by label, source and difficulty; face-swap pairs in one fold): each fold trains on
     k-1 parts (with its own validation split for early stopping and calibration) and is scored on the held-out
     part, overall and per source. Reports each fold and mean +- std.
 
-    With several sources and `leave_one_source_out`, also: for every source that has fakes, train on the
-    first fold's training part without that source, and score its images against the first fold's held-out
-    reals of the other sources (a generator family the model never saw)."""
+    With several sources and `leave_one_family_out`, also: for every kind of fake (`data.source_family`), train
+    on the first fold's training part without its sources, and score their images against the first fold's
+    held-out reals of the other sources (a generator family the model never saw)."""
     detector = FaceDetector()
     data = load_face_sources(source, revision)
     full = _limited(_raw(data.train), limit, config.seed)
@@ -492,8 +493,8 @@ def cross_validate(source, config: TrainConfig, folds: int = 5, output_dir=None,
     if any("per_source" in r for r in results):
         summary["per_source"] = _per_source_summary([r["per_source"] for r in results])
     sources = sorted(set(full["source"]))
-    if leave_one_source_out and len(sources) > 1:
-        summary["leave_one_source_out"] = _leave_one_source_out(full, splits[0], config, data.weights, out, detector,
+    if leave_one_family_out and len(sources) > 1:
+        summary["leave_one_family_out"] = _leave_one_family_out(full, splits[0], config, data.weights, out, detector,
                                                                 cache_dir)
     if output_dir and is_main:
         Path(output_dir).mkdir(parents=True, exist_ok=True)
@@ -525,28 +526,35 @@ def _per_source_summary(reports: list[dict]) -> dict:
     return {"sources": out, "real_fpr": _mean_std([r["reals"]["fpr"] for r in reports])}
 
 
-def _leave_one_source_out(full, fold, config, weights, out: Path, detector, cache_dir) -> dict:
+def _leave_one_family_out(full, fold, config, weights, out: Path, detector, cache_dir) -> dict:
+    """For each kind of fake (data.source_family: both GAN sources together, not one folder): train on the fold's
+    training part without that family's sources, score their images against the fold's held-out reals of the
+    other sources."""
     train_idx, test_idx = fold
     src, label = full["source"], full["label"]
+    families: dict[str, set] = {}
+    for i in train_idx:
+        if label[i] == 0:
+            families.setdefault(source_family(src[i]), set()).add(src[i])
     results = {}
-    for held in sorted({src[i] for i in train_idx if label[i] == 0}):
-        part = full.select([int(i) for i in train_idx if src[i] != held])
+    for family, held in sorted(families.items()):
+        part = full.select([int(i) for i in train_idx if src[i] not in held])
         tr, va = _split(part, config.val_fraction, config.seed)
-        model, _ = train_model(config, part.select(tr), part.select(va), out / f"without-{held}", detector,
-                               cache_dir, resume=False, weights=weights)
-        held_items = [i for i, s in enumerate(src) if s == held]
-        other_reals = [int(i) for i in test_idx if src[i] != held and label[i] == 1]
+        model, _ = train_model(config, part.select(tr), part.select(va), out / f"without-{family.replace(' ', '-')}",
+                               detector, cache_dir, resume=False, weights=weights)
+        held_items = [i for i, s in enumerate(src) if s in held]
+        other_reals = [int(i) for i in test_idx if src[i] not in held and label[i] == 1]
         test = full.select(held_items + other_reals)
         metrics, fake, probs = evaluate_split(model, config, test, detector, cache_dir)
         real = fake == 0
-        held_fake = np.array([s == held for s in test["source"]]) & (fake == 1)
-        results[held] = {"roc_auc": metrics["ranking"]["roc_auc"],
-                         "tpr": float((probs[held_fake] >= model.threshold).mean()),
-                         "real_fpr": float((probs[real] >= model.threshold).mean()),
-                         "n_fake": int(held_fake.sum()), "n_real": int(real.sum()),
-                         "roc_auc_bootstrap_95": metrics["ranking"]["roc_auc_bootstrap_95"]}
+        held_fake = np.array([s in held for s in test["source"]]) & (fake == 1)
+        results[family] = {"sources": sorted(held), "roc_auc": metrics["ranking"]["roc_auc"],
+                           "tpr": float((probs[held_fake] >= model.threshold).mean()),
+                           "real_fpr": float((probs[real] >= model.threshold).mean()),
+                           "n_fake": int(held_fake.sum()), "n_real": int(real.sum()),
+                           "roc_auc_bootstrap_95": metrics["ranking"]["roc_auc_bootstrap_95"]}
         if distributed.world().is_main:
-            print(f"without {held}: {json.dumps(results[held])}")
+            print(f"without {family}: {json.dumps(results[family])}")
     return results
 
 

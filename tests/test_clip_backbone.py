@@ -79,3 +79,30 @@ def test_dropped_corners_run_fewer_tokens_and_the_heat_map_still_adds_up(tmp_pat
     assert heat[0, 0] == heat[13, 13] == 0 and heat[7, 7] != 0
     with pytest.raises(FakefaceError, match="corners"):
         ClipFeaturizer(recipe, ClipOnnxEncoder(threads=1, cache_dir=tmp_path))
+
+
+def test_a_mirroring_recipe_gives_a_mirrored_face_the_same_features_and_a_mirrored_heat_map(tmp_path):
+    """mirror=True averages each view with its mirror image (test-time mirroring): a mirrored upload gets the
+    same features, and the heat map, whose mirrored views are flipped back into place, is mirrored with it."""
+    from PIL import Image
+
+    from fakeface.clip_features import ClipFeaturizer, FeatureRecipe, patch_heatmap
+
+    image = cue_image(True, np.random.default_rng(7), size=240)
+    recipe = FeatureRecipe.from_config({"views": [[224, 1]], "layers": [5, 11], "tokens": ["cls", "patch_mean"],
+                                        "mirror": True})
+    assert recipe.passes == 2 and FeatureRecipe.from_config(recipe.to_config()) == recipe
+    assert FeatureRecipe.from_config({"views": [[224, 1]]}).mirror is False  # configs from before the option
+    featurizer = ClipFeaturizer(recipe, ClipOnnxEncoder(threads=1, cache_dir=tmp_path))
+    feats, group_tokens = featurizer.features_and_tokens(image)
+    flipped, flipped_tokens = featurizer.features_and_tokens(image.transpose(Image.FLIP_LEFT_RIGHT))
+    np.testing.assert_allclose(flipped, feats, rtol=1e-4, atol=1e-4)
+    plain = ClipFeaturizer(FeatureRecipe.from_config({**recipe.to_config(), "mirror": False}), featurizer.encoder)
+    assert not np.allclose(plain(image), feats, atol=1e-3)  # the mirror view does change the features
+
+    weight = np.random.default_rng(8).normal(size=recipe.dim).astype(np.float32)
+    heat = patch_heatmap(recipe, group_tokens, weight, out_side=14)
+    np.testing.assert_allclose(patch_heatmap(recipe, flipped_tokens, weight, out_side=14), heat[:, ::-1],
+                               rtol=1e-3, atol=1e-4)
+    w, f = weight.reshape(2, 2, WIDTH), feats.reshape(2, 2, WIDTH)
+    assert np.isclose(heat.sum(), sum(w[j, 1] @ f[j, 1] for j in range(2)), rtol=1e-4)
