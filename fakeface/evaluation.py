@@ -166,26 +166,24 @@ def _tpr_at_fpr(fpr: np.ndarray, tpr: np.ndarray, thresholds: np.ndarray, target
 
 
 def ranking_metrics(is_fake, fake_prob) -> dict:
-    """Threshold-free metrics: ROC AUC, average precision, EER (+ threshold), TPR at FPR 1 % and 5 %.
+    """Threshold-free metrics: ROC AUC, average precision, EER (+ threshold), TPR at FPR 1 %, 2 % and 5 % (the
+    low-false-positive end, where a detector that must not accuse real photos works).
 
     With only one class present none of these is defined: every field is then None.
     """
     y, p = _check_inputs(is_fake, fake_prob)
     keys = (
         "roc_auc", "average_precision", "eer", "eer_threshold",
-        "tpr_at_fpr_1pct", "threshold_at_fpr_1pct", "tpr_at_fpr_5pct", "threshold_at_fpr_5pct",
+        "tpr_at_fpr_1pct", "threshold_at_fpr_1pct", "tpr_at_fpr_2pct", "threshold_at_fpr_2pct",
+        "tpr_at_fpr_5pct", "threshold_at_fpr_5pct",
     )
     if not _has_both_classes(y):
         return dict.fromkeys(keys)
     # Keep every threshold: dropping "intermediate" points could hide the exact EER crossing.
     fpr, tpr, thresholds = roc_curve(y, p, drop_intermediate=False)
     eer, eer_threshold = _eer_from_roc(fpr, tpr, thresholds)
-    tpr1, thr1 = _tpr_at_fpr(fpr, tpr, thresholds, 0.01)
-    tpr5, thr5 = _tpr_at_fpr(fpr, tpr, thresholds, 0.05)
-    values = (
-        float(roc_auc_score(y, p)), float(average_precision_score(y, p)), eer, eer_threshold,
-        tpr1, thr1, tpr5, thr5,
-    )
+    low_end = [v for target in (0.01, 0.02, 0.05) for v in _tpr_at_fpr(fpr, tpr, thresholds, target)]
+    values = (float(roc_auc_score(y, p)), float(average_precision_score(y, p)), eer, eer_threshold, *low_end)
     return dict(zip(keys, values))
 
 

@@ -74,6 +74,8 @@ def _results_table(metrics: dict) -> str:
         ("Recall (fakes caught)", c["recall"], c.get("wilson_95", {}).get("recall")),
         ("Specificity (reals passed)", c["specificity"], c.get("wilson_95", {}).get("specificity")),
         ("EER", r["eer"], None),
+        ("TPR at 1% FPR", r.get("tpr_at_fpr_1pct"), None),
+        ("TPR at 2% FPR", r.get("tpr_at_fpr_2pct"), None),
         ("TPR at 5% FPR", r["tpr_at_fpr_5pct"], None),
         ("ECE (15 bins), raw", cal.get("ece_raw_logits"), None),
         ("ECE (15 bins), temperature-scaled", cal.get("ece_temperature_scaled", cal.get("ece")), None),
@@ -102,12 +104,20 @@ def _robustness_table(metrics: dict) -> str:
     if not rob:
         return ""
     names = {"jpeg:75": "re-saved as JPEG quality 75", "jpeg:50": "re-saved as JPEG quality 50",
-             "resize:0.5": "down-scaled to half size"}
-    lines = ["## Robustness (the same test images, degraded)", "",
-             "| test images | ROC AUC | balanced accuracy | verdicts flipped vs clean |", "|---|---|---|---|"]
+             "resize:0.5": "down-scaled to half size", "mirror": "mirrored", "exif:6": "stored sideways + EXIF rotation"}
+    lines = ["## Robustness (the same test images, delivered another way)", "",
+             "| test images | ROC AUC | balanced accuracy | verdicts flipped vs clean | mean / max change of P(fake) |",
+             "|---|---|---|---|---|"]
     for spec, m in rob.items():
+        if spec == "delivery":
+            continue
+        moved = f"{m['mean_abs_dp']:.3f} / {m['max_abs_dp']:.3f}" if "mean_abs_dp" in m else "-"
         lines.append(f"| {names.get(spec, spec)} | {m['roc_auc']:.3f} | {m['balanced_accuracy']:.3f} | "
-                     f"{m['verdict_flips']} of {m['n']} |")
+                     f"{m['verdict_flips']} of {m['n']} | {moved} |")
+    if "delivery" in rob:
+        d = rob["delivery"]
+        lines.append(f"\nOver the benign copies ({', '.join(names.get(s, s) for s in d['checks'])}): "
+                     f"{d['flip_rate']:.1%} of verdicts flip, P(fake) moves {d['mean_abs_dp']:.3f} on average.")
     return "\n".join(lines)
 
 

@@ -427,20 +427,31 @@ def train_evaluate_save(source: str, output_dir: str | Path, config: TrainConfig
     return summary
 
 
-ROBUSTNESS_CHECKS = ("jpeg:75", "jpeg:50", "resize:0.5")
+ROBUSTNESS_CHECKS = ("jpeg:75", "jpeg:50", "resize:0.5", "mirror", "exif:6")
+# The benign copies a verdict must survive (issue 24's delivery target: flips <= 3%, mean |dp| <= 0.03)
+DELIVERY_CHECKS = ("resize:0.5", "jpeg:75", "mirror", "exif:6")
 
 
 def robustness(model, config, ds, detector, clean_probs, cache_dir=None, checks=ROBUSTNESS_CHECKS) -> dict:
-    """The test split re-saved as JPEG q75/q50 and at half size: AUC, balanced accuracy, and how many
-    verdicts flip against the clean images at the model's threshold."""
+    """The test split re-saved as JPEG q75/q50, at half size, mirrored and EXIF-rotated: AUC, balanced
+    accuracy, how many verdicts flip against the clean images at the model's threshold and how far P(fake)
+    moves; "delivery" pools the benign copies of DELIVERY_CHECKS."""
     out = {}
     clean_fake = clean_probs >= model.threshold
+    moved = {}
     for spec in checks:
         metrics, _, probs = evaluate_split(model, config, ds, detector, cache_dir, degradation=spec)
-        flips = int(((probs >= model.threshold) != clean_fake).sum())
+        flipped = (probs >= model.threshold) != clean_fake
+        moved[spec] = (flipped, np.abs(probs - clean_probs))
         out[spec] = {"roc_auc": metrics["ranking"]["roc_auc"],
                      "balanced_accuracy": metrics["classification"]["balanced_accuracy"],
-                     "verdict_flips": flips, "n": len(probs)}
+                     "verdict_flips": int(flipped.sum()), "n": len(probs), "flip_rate": float(flipped.mean()),
+                     "mean_abs_dp": float(moved[spec][1].mean()), "max_abs_dp": float(moved[spec][1].max())}
+    pooled = [moved[s] for s in DELIVERY_CHECKS if s in moved]
+    if pooled:
+        out["delivery"] = {"checks": [s for s in DELIVERY_CHECKS if s in moved],
+                           "flip_rate": float(np.mean(np.concatenate([f for f, _ in pooled]))),
+                           "mean_abs_dp": float(np.mean(np.concatenate([d for _, d in pooled])))}
     return out
 
 

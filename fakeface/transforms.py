@@ -101,12 +101,35 @@ def common_range_copy(image: Image.Image, rng: random.Random) -> Image.Image:
     return jpeg_reencode(image, rng.randint(*AUG_JPEG_QUALITY))
 
 
+# EXIF orientation tag -> the transpose that stores an upright image so that a viewer honouring the tag shows it
+# upright again (the inverse of what the tag asks a viewer to do)
+_STORED_FOR_ORIENTATION = {3: Image.ROTATE_180, 6: Image.ROTATE_90, 8: Image.ROTATE_270}
+
+
+def exif_rotated_copy(image: Image.Image, orientation: int, quality: int = 95) -> bytes:
+    """JPEG bytes of `image` stored sideways with the EXIF orientation tag that turns it upright again: how a
+    phone delivers a photo taken in another orientation."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    image.convert("RGB").transpose(_STORED_FOR_ORIENTATION[orientation]).save(buf, "JPEG", quality=quality,
+                                                                             exif=exif.tobytes())
+    return buf.getvalue()
+
+
 def degrade(image: Image.Image, spec: str, key: str = "") -> Image.Image:
     """A named, deterministic degradation of a whole decoded image, as an upload might suffer:
     "jpeg:75" re-encodes at quality 75; "jpeg:random" at a quality in 60-95 fixed by `key` (e.g. the image's
-    hash), so cached features stay valid; "resize:0.5" keeps a half-size copy; "aug:N" is the N-th
-    `common_range_copy`, seeded by (key, N)."""
+    hash), so cached features stay valid; "resize:0.5" keeps a half-size copy; "mirror" its mirror image;
+    "exif:6" a copy stored sideways with EXIF orientation 6 (3, 8) and read back upright by the project's
+    loader (JPEG q95); "aug:N" is the N-th `common_range_copy`, seeded by (key, N)."""
     kind, _, arg = spec.partition(":")
+    if kind == "mirror":
+        return image.transpose(Image.FLIP_LEFT_RIGHT)
+    if kind == "exif":
+        from .images import load_image  # the loader every upload goes through turns it upright
+
+        return load_image(exif_rotated_copy(image, int(arg)))
     if kind == "jpeg":
         return jpeg_reencode(image, 60 + int(key[:8] or "0", 16) % 36 if arg == "random" else int(arg))
     if kind == "resize":
@@ -114,4 +137,4 @@ def degrade(image: Image.Image, spec: str, key: str = "") -> Image.Image:
         return image.resize((max(1, round(image.width * s)), max(1, round(image.height * s))), Image.BICUBIC)
     if kind == "aug":
         return common_range_copy(image.convert("RGB"), random.Random(f"{key}|{spec}"))
-    raise ValueError(f"unknown degradation {spec!r}: use jpeg:Q, jpeg:random, resize:S or aug:N")
+    raise ValueError(f"unknown degradation {spec!r}: use jpeg:Q, jpeg:random, resize:S, mirror, exif:N or aug:N")
