@@ -538,17 +538,18 @@ def _per_source_summary(reports: list[dict]) -> dict:
 
 
 def _leave_one_family_out(full, fold, config, weights, out: Path, detector, cache_dir) -> dict:
-    """For each kind of fake (data.source_family: both GAN sources together, not one folder): train on the fold's
-    training part without that family's sources, score their images against the fold's held-out reals of the
-    other sources."""
+    """For each kind of fake (data.source_family: both GAN sources together, not one folder), and each source of
+    a family with several (a generator never seen, of a family that was): train on the fold's training part
+    without those sources, score their images against the fold's held-out reals of the other sources."""
     train_idx, test_idx = fold
     src, label = full["source"], full["label"]
     families: dict[str, set] = {}
     for i in train_idx:
         if label[i] == 0:
             families.setdefault(source_family(src[i]), set()).add(src[i])
+    runs = {**families, **{f"source {s}": {s} for members in families.values() if len(members) > 1 for s in members}}
     results = {}
-    for family, held in sorted(families.items()):
+    for family, held in sorted(runs.items()):
         part = full.select([int(i) for i in train_idx if src[i] not in held])
         tr, va = _split(part, config.val_fraction, config.seed)
         model, _ = train_model(config, part.select(tr), part.select(va), out / f"without-{family.replace(' ', '-')}",

@@ -92,12 +92,14 @@ PRESETS: dict[str, dict] = {
     # Head settings from 5-fold CV on ciplab (lr 1e-3/3e-4/1e-4, weight decay 0.01-2): all within 0.003 AUC.
     "ciplab": dict(arch="clip-vit-b16-probe", epochs=100, batch_size=64, lr=1e-4, weight_decay=0.05, loss="bce",
                    scheduler="cosine", early_stopping_patience=15, early_exit_band=[0.05, 0.7]),
-    # Every kind of fake (composites, GAN, diffusion, face swaps): one 224 px view of the face crop, every
-    # source and class drawn equally often, a common-range augmented copy of each image (self-blended
-    # pseudo-fakes lost, see --pseudo-fakes). Recipe choice: scripts/experiments/README.md (multi-source section).
+    # Every kind of fake (composites, GAN, diffusion, face swaps): one 224 px view of the face crop and its
+    # mirror image averaged (test-time mirroring: a mirrored upload gets the same answer), every source and
+    # class drawn equally often, a common-range augmented copy of each image (self-blended pseudo-fakes lost,
+    # see --pseudo-fakes). Recipe choice: scripts/experiments/README.md (multi-source and issue 24 sections).
     "multisource": dict(arch="clip-vit-b16-probe", epochs=100, batch_size=64, lr=1e-4, weight_decay=0.05,
                         loss="bce", scheduler="cosine", early_stopping_patience=15, early_exit_band=[],
-                        features={"views": [[224, 1]], "layers": [5, 7, 9, 11], "tokens": ["cls", "patch_mean"]},
+                        features={"views": [[224, 1]], "layers": [5, 7, 9, 11], "tokens": ["cls", "patch_mean"],
+                                  "mirror": True},
                         feature_variants=["aug:1"], balanced_sampling=True, threshold_rule="real_fpr:0.05"),
 }
 PRESETS["default"] = PRESETS["multisource"]

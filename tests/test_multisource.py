@@ -178,3 +178,22 @@ def test_feature_cache_is_keyed_by_backbone_crop_and_variant(tmp_path, monkeypat
     cropped = CountingFeaturizer()
     run(cropped)
     assert cropped.calls == 4
+
+
+def test_crossval_leaves_out_a_whole_family_and_each_of_its_sources(tmp_path, clip_backbone):
+    """Both GAN sources leave together ("GAN"), and each alone (an unseen generator of a seen family); a family
+    of one source (composites here) leaves once."""
+    from fakeface.pipeline import cross_validate
+    from fakeface.training import make_config
+
+    data = [str(one_class_folder(tmp_path / name, name, 16, fake=True, seed=i))
+            for i, name in enumerate(("stylegan-boredhumans", "gan-studio"))]
+    data.append(str(write_folder(tmp_path / "ciplab", n_per_class=16, size=48)))
+    data.append(str(one_class_folder(tmp_path / "ffhq-real", "ffhq", 24, fake=False, seed=5)))
+    config = make_config("default", epochs=3, features={"views": [[224, 1]], "layers": [11], "tokens": ["cls"]},
+                         feature_variants=[])
+    summary = cross_validate(data, config, folds=2, cache_dir=tmp_path / "cache")
+    lofo = summary["leave_one_family_out"]
+    assert set(lofo) == {"GAN", "composite", "source stylegan-boredhumans", "source gan-studio"}
+    assert lofo["GAN"]["sources"] == ["gan-studio", "stylegan-boredhumans"] and lofo["GAN"]["n_fake"] == 32
+    assert lofo["source gan-studio"]["n_fake"] == 16

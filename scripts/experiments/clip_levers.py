@@ -89,16 +89,29 @@ def report(scores, y, sources) -> dict:
     return out
 
 
-def run_folds(fit_predict_rows, folds, y, families) -> tuple[np.ndarray, dict]:
-    """Out-of-fold logits, and per family the logits of a run trained without its fakes (NaN where unscored).
-    `fit_predict_rows(train_idx, test_idx)` trains on the rows train_idx and scores test_idx."""
+def held_out_groups(sources, y) -> dict[str, np.ndarray]:
+    """What the left-out runs drop from training: each kind of fake (data.source_family), and each source of a
+    family that has several (a generator never seen, of a family that was)."""
+    fake_sources = sorted(set(sources[y == 1]))
+    families = {source_family(s) for s in fake_sources}
+    groups = {f: (y == 1) & np.isin(sources, [s for s in fake_sources if source_family(s) == f]) for f in families}
+    for s in fake_sources:
+        if sum(source_family(t) == source_family(s) for t in fake_sources) > 1:
+            groups[f"source {s}"] = (y == 1) & (sources == s)
+    return dict(sorted(groups.items()))
+
+
+def run_folds(fit_predict_rows, folds, y, held: dict) -> tuple[np.ndarray, dict]:
+    """Out-of-fold logits, and per held-out group (held_out_groups) the logits of a run trained without its
+    fakes, on its fakes and the fold's reals (NaN elsewhere). `fit_predict_rows(train_idx, test_idx)` trains
+    on the rows train_idx and scores test_idx."""
     oof = np.zeros(len(y))
-    left_out = {f: np.full(len(y), np.nan) for f in sorted(set(families) - {"real"})}
+    left_out = {name: np.full(len(y), np.nan) for name in held}
     for tr, te in folds:
         oof[te] = fit_predict_rows(tr, te)
-        for fam in left_out:
-            scored = te[(families[te] == fam) | (y[te] == 0)]
-            left_out[fam][scored] = fit_predict_rows(tr[families[tr] != fam], scored)
+        for name, mask in held.items():
+            scored = te[mask[te] | (y[te] == 0)]
+            left_out[name][scored] = fit_predict_rows(tr[~mask[tr]], scored)
     return oof, left_out
 
 
@@ -136,7 +149,7 @@ def main():
     ds = ds.select([i for i, s in enumerate(ds["source"]) if s not in args.exclude])
     keys, sources = digests(ds), np.array(ds["source"])
     y = 1 - np.array(ds["label"])  # is_fake
-    families = np.array([source_family(s) if t else "real" for s, t in zip(sources, y)])
+    held = held_out_groups(sources, y)
     folds = stratified_kfold(ds["label"], args.folds, 0, split_strata(ds), ds["group"])
     results = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else {}
     cache = {}
@@ -156,7 +169,7 @@ def main():
                 return fit_predict(np.concatenate(xs), np.concatenate(ys), np.concatenate(ss), x[te], c)
 
             key = f"{variant}{'+aug' if args.aug else ''}|C={c}|{'-'.join(args.exclude) or 'all'}"
-            results[key] = summarise(key, *run_folds(fit_rows, folds, y, families), y, sources, keys, args.oof_dir)
+            results[key] = summarise(key, *run_folds(fit_rows, folds, y, held), y, sources, keys, args.oof_dir)
             Path(args.out).write_text(json.dumps(results, indent=2))
 
 

@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from clip_levers import balanced_weights, digests, run_folds, summarise
-from fakeface.data import load_face_sources, source_family, split_strata, stratified_kfold
+from clip_levers import balanced_weights, digests, held_out_groups, run_folds, summarise
+from fakeface.data import load_face_sources, split_strata, stratified_kfold
 from fakeface.pipeline import _raw
 
 
@@ -62,7 +62,7 @@ def main():
     ds = _raw(load_face_sources(args.data).train)
     keys, sources = digests(ds), np.array(ds["source"])
     y = 1 - np.array(ds["label"])
-    families = np.array([source_family(s) if t else "real" for s, t in zip(sources, y)])
+    held = held_out_groups(sources, y)
     x = torch.from_numpy(np.stack([np.load(Path(args.views) / "patches" / f"{k}.npy") for k in keys]))
     x = x.permute(0, 2, 1, 3).reshape(len(keys), x.shape[2], -1)  # (images, 196, blocks x 768)
     folds = stratified_kfold(ds["label"], 5, 0, split_strata(ds), ds["group"])
@@ -71,7 +71,7 @@ def main():
         def fit_rows(tr, te):
             return fit_predict(x[tr], y[tr], balanced_weights(sources[tr], y[tr]), x[te], pool)
 
-        results[pool] = summarise(f"patch-{pool}", *run_folds(fit_rows, folds, y, families), y, sources, keys,
+        results[pool] = summarise(f"patch-{pool}", *run_folds(fit_rows, folds, y, held), y, sources, keys,
                                   args.oof_dir)
         Path(args.out).write_text(json.dumps(results, indent=2))
 
