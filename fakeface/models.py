@@ -55,6 +55,7 @@ class ModelConfig:
     threshold: float = 0.5  # FAKE when P(fake) >= threshold
     uncertain_band: float = 0.1  # "uncertain" within this distance of the threshold
     early_exit: dict | None = None  # {"groups": 1, "layers": n, "band": [low, high], "temperature": t}
+    kinds: list | None = None  # frozen-feature family: the "most like" head's classes (kinds of fake), if any
 
 
 @dataclass(frozen=True)
@@ -222,6 +223,20 @@ class FeatureProbe(nn.Module):
         return self.linear(self.dropout((feats - self.feature_mean) / self.feature_std)).squeeze(1)
 
 
+class KindHead(nn.Module):
+    """Which kind of fake a face most resembles: standardised frozen features -> one linear layer per kind
+    (softmax). Fitted on the training fakes only, so it says nothing about whether a face is fake."""
+
+    def __init__(self, dim: int, n_kinds: int):
+        super().__init__()
+        self.register_buffer("feature_mean", torch.zeros(dim))
+        self.register_buffer("feature_std", torch.ones(dim))
+        self.linear = nn.Linear(dim, n_kinds)
+
+    def forward(self, feats):
+        return self.linear((feats - self.feature_mean) / self.feature_std)
+
+
 @register("clip-vit-b16-probe", "features", mean=list(CLIP_MEAN), std=list(CLIP_STD),
           features=dict(DEFAULT_RECIPE), backbone_file=ONNX_FILENAME)
 def _clip_probe(feature_dim: int):
@@ -267,6 +282,7 @@ class FakeFaceModel(
         self.fast = None
         if config.early_exit:
             self._add_fast_probe(config.early_exit)
+        self.kind_head = KindHead(self.recipe.dim, len(config.kinds)) if config.kinds and self.recipe else None
 
     def save_pretrained(self, save_directory, **kwargs):
         """The mixin's save, always with this model's current config (calibration included)."""
@@ -309,8 +325,9 @@ class FakeFaceModel(
 
     # ------------------------------------------------------------------------------------ one crop's score
 
-    def crop_logit(self, featurizer, crop, explain: bool = False) -> tuple[float, np.ndarray | None]:
-        """Frozen-feature family: one face crop's raw logit, and its heat map when `explain`.
+    def crop_logit(self, featurizer, crop, explain: bool = False) -> tuple[float, np.ndarray | None, dict | None]:
+        """Frozen-feature family: one face crop's raw logit, its heat map when `explain`, and which kind of fake
+        it most resembles ({kind: probability}, when the model has a kind head and read the whole vector).
 
         With an early exit the first view group is encoded first and the rest only when the fast probe is
         unsure (or a heat map is wanted); whenever the rest is computed the answer is `forward` on the whole
@@ -318,7 +335,7 @@ class FakeFaceModel(
         """
         if self.fast is None:
             feats, tokens = featurizer.features_and_tokens(crop)
-            return self._logit(feats), self.heatmap(tokens) if explain else None
+            return self._logit(feats), self.heatmap(tokens) if explain else None, self.kind_probabilities(feats)
         if self.exit_block is None:
             first_group = featurizer.group_features(crop, 0)
             leading, finish = first_group[0], lambda: first_group
@@ -327,16 +344,37 @@ class FakeFaceModel(
             finish = lambda: featurizer.first_group_finish(early)  # noqa: E731
         fast = self.fast_logits(torch.from_numpy(leading[None]))
         if not explain and bool(self.exits(fast)[0]):
-            return float(self.exit_logits(fast)[0]), None
+            return float(self.exit_logits(fast)[0]), None, None
         first, first_tokens = finish()
         rest = [featurizer.group_features(crop, g) for g in range(1, len(self.recipe.views))]
         feats = np.concatenate([first] + [f for f, _ in rest])
         tokens = [first_tokens] + [t for _, t in rest]
-        return self._logit(feats), self.heatmap(tokens) if explain else None
+        return self._logit(feats), self.heatmap(tokens) if explain else None, self.kind_probabilities(feats)
 
     @torch.no_grad()
     def _logit(self, feats: np.ndarray) -> float:
         return float(self(torch.from_numpy(feats[None]))[0])
+
+    @torch.no_grad()
+    def kind_probabilities(self, feats: np.ndarray) -> dict[str, float] | None:
+        """{kind: probability} from the kind head (None without one): which kind of fake these features most
+        resemble. Meaningful only for a face the model calls FAKE."""
+        if self.kind_head is None:
+            return None
+        p = torch.softmax(self.kind_head(torch.from_numpy(feats[None])), dim=1)[0]
+        return {kind: float(v) for kind, v in zip(self.config.kinds, p)}
+
+    def attach_kind_head(self, kinds: list[str], mean: np.ndarray, std: np.ndarray, weight: np.ndarray,
+                         bias: np.ndarray):
+        """Install a fitted kind head (pipeline.train_kind_head): classes, standardisation, linear weights."""
+        self.config.kinds = list(kinds)
+        self.kind_head = KindHead(self.recipe.dim, len(kinds))
+        with torch.no_grad():
+            self.kind_head.feature_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+            self.kind_head.feature_std.copy_(torch.as_tensor(std, dtype=torch.float32))
+            self.kind_head.linear.weight.copy_(torch.as_tensor(weight, dtype=torch.float32))
+            self.kind_head.linear.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
+        self.kind_head.to(next(self.net.parameters()).device).eval()
 
     def heatmap(self, tokens) -> np.ndarray:
         """Frozen-feature family: each patch's share of the probe's logit (clip_features.patch_heatmap) from the

@@ -339,7 +339,30 @@ def train_model(config: TrainConfig, train_ds, val_ds, out_dir, detector, cache_
     val_logits = image_logits(model, val_set, len(val_ds))
     threshold = choose_threshold(val_fake, probabilities(val_logits, model.temperature), config.threshold_rule)
     model.set_calibration(model.temperature, threshold)
+    if config.kind_head and model.family == "features":
+        summary["kind_head"] = train_kind_head(model, train_set)
     return model, summary
+
+
+def train_kind_head(model: FakeFaceModel, train_set: "FeatureSet", c: float = 0.05) -> dict:
+    """Fit the "most like" head on the training fakes: a multinomial logistic regression (classes balanced) on
+    standardised features, one class per kind of fake (data.source_family of each fake's source; pseudo-fakes
+    left out). Skipped with fewer than two kinds."""
+    from sklearn.linear_model import LogisticRegression
+
+    feats, targets = train_set.tensors[0].numpy(), train_set.targets
+    rows = [i for i, s in enumerate(train_set.sources) if targets[i] == 1 and s != PSEUDO_FAKE_SOURCE]
+    kinds = np.array([source_family(train_set.sources[i]) for i in rows])
+    if len(set(kinds)) < 2:
+        return {"kinds": sorted(set(kinds)), "skipped": "fewer than two kinds of fake"}
+    x = feats[rows]
+    mean, std = x.mean(0), np.maximum(x.std(0), 1e-4)
+    clf = LogisticRegression(C=c, max_iter=2000, class_weight="balanced").fit((x - mean) / std, kinds)
+    weight, bias = clf.coef_, clf.intercept_
+    if len(clf.classes_) == 2:  # sklearn keeps one row for two classes: softmax(-z/2, z/2) is sigmoid(z)
+        weight, bias = np.vstack([-weight / 2, weight / 2]), np.r_[-bias / 2, bias / 2]
+    model.attach_kind_head(list(clf.classes_), mean, std, weight, bias)
+    return {"kinds": list(clf.classes_), "n_fakes": len(rows)}
 
 
 def train_early_exit(model: FakeFaceModel, config: TrainConfig, train_set, val_set, out_dir, sampler=None) -> dict:

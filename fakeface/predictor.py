@@ -129,7 +129,7 @@ class Predictor:
         """Raw logits for face crops (and heat maps when asked). Each crop is computed on its own values only."""
         if self.model.family == "features":
             scored = [self.model.crop_logit(self.featurizer, crop, explain=heatmap) for crop in crops]
-            return np.array([logit for logit, _ in scored], dtype=np.float32), [m for _, m in scored]
+            return np.array([s[0] for s in scored], dtype=np.float32), [s[1] for s in scored]
         x = torch.stack([self.transform(c) for c in crops])
         out = self.model(x).numpy()
         maps = [m.numpy() for m in self.model.spatial_map(x)] if heatmap else [None] * len(crops)

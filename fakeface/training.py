@@ -80,6 +80,9 @@ class TrainConfig:
     balanced_sampling: bool = False
     # how validation data picks the decision threshold (evaluation.choose_threshold criteria)
     threshold_rule: str = "balanced_accuracy_plateau"
+    # frozen-feature models with fakes of several kinds: also fit the "most like" head (composite / face swap /
+    # GAN / diffusion, data.source_family of each training fake's source)
+    kind_head: bool = False
 
 
 PRESETS: dict[str, dict] = {
@@ -93,14 +96,15 @@ PRESETS: dict[str, dict] = {
     "ciplab": dict(arch="clip-vit-b16-probe", epochs=100, batch_size=64, lr=1e-4, weight_decay=0.05, loss="bce",
                    scheduler="cosine", early_stopping_patience=15, early_exit_band=[0.05, 0.7]),
     # Every kind of fake (composites, GAN, diffusion, face swaps): one 224 px view of the face crop and its
-    # mirror image averaged (test-time mirroring: a mirrored upload gets the same answer), every source and
-    # class drawn equally often, a common-range augmented copy of each image (self-blended pseudo-fakes lost,
-    # see --pseudo-fakes). Recipe choice: scripts/experiments/README.md (multi-source and issue 24 sections).
+    # mirror image averaged (test-time mirroring: a mirrored upload gets the same answer), every block's class
+    # token and patch mean (more of the fakes at a low false-positive rate than blocks 5/7/9/11), every source
+    # and class drawn equally often, a common-range augmented copy of each image (self-blended pseudo-fakes
+    # lost, see --pseudo-fakes). Recipe choice: scripts/experiments/README.md (multi-source and issue 24).
     "multisource": dict(arch="clip-vit-b16-probe", epochs=100, batch_size=64, lr=1e-4, weight_decay=0.05,
                         loss="bce", scheduler="cosine", early_stopping_patience=15, early_exit_band=[],
-                        features={"views": [[224, 1]], "layers": [5, 7, 9, 11], "tokens": ["cls", "patch_mean"],
+                        features={"views": [[224, 1]], "layers": list(range(12)), "tokens": ["cls", "patch_mean"],
                                   "mirror": True},
-                        feature_variants=["aug:1"], balanced_sampling=True, threshold_rule="real_fpr:0.05"),
+                        feature_variants=["aug:1"], balanced_sampling=True, threshold_rule="real_fpr:0.05", kind_head=True),
 }
 PRESETS["default"] = PRESETS["multisource"]
 

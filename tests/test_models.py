@@ -150,3 +150,26 @@ def test_an_early_exit_on_the_first_layers_stops_the_tower_at_the_last_of_them(t
     assert FakeFaceModel.from_pretrained(str(tmp_path)).exit_block == 7
     with pytest.raises(FakefaceError, match="1 to 3"):
         model.attach_early_exit(fast.net, 1.0, (0.1, 0.9), layers=4)
+
+
+def test_kind_head_learns_the_kinds_of_training_fakes_and_travels_with_the_weights(tmp_path):
+    """pipeline.train_kind_head: the training fakes' families (data.source_family) are its classes, reals and
+    pseudo-fakes are left out; the fitted head is saved and loaded with the model."""
+    from fakeface.pipeline import PSEUDO_FAKE_SOURCE, FeatureSet, train_kind_head
+
+    model = create_model("clip-vit-b16-probe", features={"views": [[224, 1]], "layers": [11], "tokens": ["cls"]})
+    rng = np.random.default_rng(0)
+    dim = model.recipe.dim
+    centres = {"ciplab": rng.normal(size=dim), "gan-studio": rng.normal(size=dim), "sd21-sdfd": rng.normal(size=dim)}
+    sources = ["ciplab"] * 20 + ["gan-studio"] * 20 + ["sd21-sdfd"] * 20 + ["ffhq-real"] * 20 + [PSEUDO_FAKE_SOURCE] * 5
+    targets = np.array([1.0] * 60 + [0.0] * 20 + [1.0] * 5, np.float32)
+    feats = np.stack([centres.get(s, np.zeros(dim)) + 0.3 * rng.normal(size=dim) for s in sources]).astype(np.float32)
+    summary = train_kind_head(model, FeatureSet(feats, targets, sources))
+    assert summary == {"kinds": ["GAN", "composite", "diffusion"], "n_fakes": 60}
+    probs = model.kind_probabilities(feats[25])  # a gan-studio face
+    assert max(probs, key=probs.get) == "GAN" and abs(sum(probs.values()) - 1) < 1e-5
+    model.save_pretrained(tmp_path)
+    loaded = FakeFaceModel.from_pretrained(str(tmp_path))
+    assert loaded.config.kinds == ["GAN", "composite", "diffusion"]
+    assert loaded.kind_probabilities(feats[25]) == pytest.approx(probs)
+    assert create_model("clip-vit-b16-probe").kind_probabilities(np.zeros(model.recipe.dim)) is None

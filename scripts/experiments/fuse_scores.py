@@ -32,7 +32,10 @@ def main():
     keys, sources = digests(ds), np.array(ds["source"])
     y = 1 - np.array(ds["label"])
     families = np.array([source_family(s) if t else "real" for s, t in zip(sources, y)])
+    # clip_levers.py / patch_heads.py write {"oof", "lofo"}; lowlevel_cv.py writes {"logits"} (its left-out
+    # runs go to files of their own): read either
     files = [json.loads(Path(p).read_text()) for p in args.scores]
+    files = [{"oof": f.get("oof", f.get("logits")), "lofo": f.get("lofo", {})} for f in files]
     x = np.array([[f["oof"][k] for f in files] for k in keys])
     folds = stratified_kfold(ds["label"], 5, 1, split_strata(ds), ds["group"])  # other folds than the scorers'
     oof = np.zeros(len(y))
@@ -41,6 +44,8 @@ def main():
     left_out = {}
     for fam in sorted(set(families) - {"real"}):
         scored = [i for i, k in enumerate(keys) if all(k in f["lofo"].get(fam, {}) for f in files)]
+        if not scored:
+            continue
         s = np.full(len(y), np.nan)
         rest = families != fam
         model = fusion(x[rest], y[rest], sources[rest])

@@ -39,7 +39,7 @@ def main():
     x = select(load_summaries(keys, mirror=True), "ms")
     labels = sorted(set(kinds))
     pred = np.empty(len(kinds), dtype=object)
-    for tr, te in stratified_kfold(list(kinds), 5, 0, list(sources)):
+    for tr, te in stratified_kfold([0] * len(kinds), 5, 0, list(sources)):  # by source (so by kind too)
         pred[te] = fit_predict(x[tr], kinds[tr], x[te], args.c)
     cm = confusion_matrix(kinds, pred.astype(str), labels=labels, normalize="true")
     out = {"labels": labels, "confusion_5fold": cm.round(3).tolist(), "accuracy_5fold": float((pred == kinds).mean())}
