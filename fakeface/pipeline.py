@@ -450,13 +450,13 @@ def train_evaluate_save(source: str, output_dir: str | Path, config: TrainConfig
     return summary
 
 
-ROBUSTNESS_CHECKS = ("jpeg:75", "jpeg:50", "resize:0.5", "mirror", "exif:6")
 # The benign copies a verdict must survive (issue 24's delivery target: flips <= 3%, mean |dp| <= 0.03)
 DELIVERY_CHECKS = ("resize:0.5", "jpeg:75", "mirror", "exif:6")
+ROBUSTNESS_CHECKS = DELIVERY_CHECKS
 
 
 def robustness(model, config, ds, detector, clean_probs, cache_dir=None, checks=ROBUSTNESS_CHECKS) -> dict:
-    """The test split re-saved as JPEG q75/q50, at half size, mirrored and EXIF-rotated: AUC, balanced
+    """The test split at half size, re-saved as JPEG q75, mirrored and EXIF-rotated (or `checks`): AUC, balanced
     accuracy, how many verdicts flip against the clean images at the model's threshold and how far P(fake)
     moves; "delivery" pools the benign copies of DELIVERY_CHECKS."""
     out = {}
