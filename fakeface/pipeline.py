@@ -444,7 +444,7 @@ def train_evaluate_save(source: str, output_dir: str | Path, config: TrainConfig
         (model_dir / "train_log.jsonl").write_text(log.read_text())
     summary = {"model_dir": str(model_dir), "test": _headline(metrics), "training": fit_summary}
     if push_to_hub:
-        from .hub import push_model_folder
+        from .publish import push_model_folder
 
         summary["pushed"] = {"repo_id": push_to_hub, "commit": push_model_folder(model_dir, push_to_hub)}
     return summary
@@ -606,7 +606,10 @@ def evaluate_model(source: str, model_spec: str | None, output_dir, revision=Non
     if limit and limit < len(ds):
         _, keep = stratified_split(ds["label"], val_fraction=limit / len(ds), seed=0)
         ds = ds.select(keep)
-    probs = np.array([predictor.predict_file(_image_source(item)).fake_prob for item in ds])
+    from tqdm.auto import tqdm
+
+    probs = np.array([predictor.predict_file(_image_source(item)).fake_prob
+                      for item in tqdm(ds, desc="evaluate", unit="img")])
     fake = is_fake(ds)
     t = predictor.threshold if threshold is None else threshold
     groups = [g or "real" for g in ds["difficulty"]] if any(ds["difficulty"]) else None

@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fakeface import rest
-from test_app import photo_bytes, running_app, tiny_predictor
+from fakeface.space import rest
+from test_app import FACE, photo_bytes, running_app, tiny_predictor
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ["fakeface", "app.py", "train_space.py", "benchmarks", "scripts"]
@@ -114,7 +114,7 @@ def test_no_token_is_written_in_the_source():
 def test_push_uses_the_env_token_and_never_shows_it(hub_endpoint, tmp_path, monkeypatch, caplog, capfd):
     from huggingface_hub import hf_hub_download
 
-    from fakeface.hub import push_model_folder
+    from fakeface.publish import push_model_folder
     from fakeface.models import create_model
 
     secret = f"hf_{uuid.uuid4().hex}{uuid.uuid4().hex}"
@@ -165,7 +165,7 @@ def test_requests_cannot_choose_the_model(served, monkeypatch, tmp_path):
     # Whatever a request carries, nothing may load a model while serving it.
     monkeypatch.setattr(fakeface.hub, "load_model", no_loading)
     monkeypatch.setattr(fakeface.predictor, "load_model", no_loading)
-    image = photo_bytes()
+    image = FACE.read_bytes()  # a face, so every route answers with probabilities
     plain = httpx.post(f"{url}{rest.REST_PATH}", files={"file": ("a.png", image)}, timeout=60).json()
     sneaky = httpx.post(f"{url}{rest.REST_PATH}", files={"file": ("a.png", image)}, timeout=60,
                         data={"model": "attacker/evil-model", "model_path": "/etc/passwd", "revision": "main"}).json()
@@ -230,11 +230,12 @@ def call(url: str, api: str, data: list, session: str | None = None) -> tuple[st
 
 
 def _refused(answer) -> bool:
-    from fakeface.uploads import UPLOAD_AGAIN
+    """One message for any path (whether it exists or not), or the one for URLs (which are never fetched)."""
+    from fakeface.space.uploads import NO_URLS, UPLOAD_AGAIN
 
     event, payload = answer
     message = payload.get("error") if isinstance(payload, dict) else payload
-    return event == "error" and message == UPLOAD_AGAIN
+    return event == "error" and message in (UPLOAD_AGAIN, NO_URLS)
 
 
 @pytest.fixture
@@ -311,13 +312,13 @@ def test_events_refuse_paths_they_were_not_given(served, secret, opened, api):
 
 def test_normal_upload_still_works_over_raw_http(served):
     _, url = served
-    path = _upload(url, "mine.png", photo_bytes(seed=11))
+    path = _upload(url, "mine.jpg", FACE.read_bytes())
     event, data = call(url, "predict", [_file(path), 0.5], session="raw-client")
-    assert event == "complete" and data[0]["label"] in ("REAL", "FAKE")
+    assert event == "complete" and data[0]["label"] in ("REAL", "UNCERTAIN", "FAKE")
     assert not Path(path).exists()  # the request that used the upload deleted it
-    path = _upload(url, "mine.png", photo_bytes(seed=11))
+    path = _upload(url, "mine.jpg", FACE.read_bytes())
     event, data = call(url, "analyse", [_file(path), 0.5], session="raw-client")
-    assert event == "complete" and "Fake probability" in data[1] and data[2] is not None
+    assert event == "complete" and "Fake probability" in data[2] and data[3]["value"] is not None
     assert call(url, "analyse", [_file(path), 0.3], session="raw-client")[0] == "complete"  # again: same session
 
 
@@ -356,10 +357,11 @@ def test_gradio_client_cannot_name_server_paths(served, secret, opened):
             client.predict({"path": names[kind]}, api_name="/predict")
         with pytest.raises(Exception, match="upload the image again"):
             client.predict({"path": names[kind]}, api_name="/analyse")
-    with pytest.raises(Exception, match="upload the image again"):  # a URL is passed on, for the server to fetch
+    # A URL is passed on for the server to fetch; it never does, and says so (not "upload again").
+    with pytest.raises(Exception, match="does not fetch images from URLs"):
         client.predict(handle_file(names["url"]), api_name="/predict")
-    with pytest.raises(Exception, match="upload the image again"):
-        client.predict([handle_file(names["url"])], api_name="/predict_batch")
+    with pytest.raises(Exception, match="does not fetch images from URLs"):
+        client.predict([handle_file(names["public-url"])], api_name="/predict_batch")
     assert _not_touched(secret, opened)
     assert not [p for p in opened if "://" in p]
 
@@ -377,11 +379,11 @@ def test_gradio_client_cannot_use_another_clients_upload(served, tmp_path):
     with pytest.raises(Exception, match="upload the image again"):
         intruder.predict({"path": str(path)}, api_name="/predict")
     assert path.is_file()
-    assert owner.predict(handle_file(str(photo)), api_name="/predict")["label"] in ("REAL", "FAKE")
+    assert owner.predict(handle_file(str(photo)), api_name="/predict")["label"] in ("REAL", "UNCERTAIN", "FAKE", "NO FACE")
 
 
 def test_checked_path_resolves_before_deciding(tmp_path):
-    from fakeface.uploads import UploadRefused, checked_path
+    from fakeface.space.uploads import UploadRefused, checked_path
 
     root = tmp_path / "uploads"
     (root / "a").mkdir(parents=True)
@@ -398,10 +400,12 @@ def test_checked_path_resolves_before_deciding(tmp_path):
                 "a/x.png", "http://x/y.png", "file:///etc/hostname", "", None, 3, ["x"], str(inside) + "\0"):
         with pytest.raises(UploadRefused):
             checked_path(bad, root)
+    with pytest.raises(UploadRefused, match="does not fetch images from URLs"):
+        checked_path("https://example.com/photo.jpg", root)
 
 
 def test_tracker_binds_uploads_to_the_session_that_uses_them(tmp_path):
-    from fakeface.uploads import UploadRefused, UploadTracker
+    from fakeface.space.uploads import UploadRefused, UploadTracker
 
     root = tmp_path / "uploads"
     (root / "h").mkdir(parents=True)
@@ -438,7 +442,7 @@ def test_batch_zip_entries_cannot_escape_over_http(served, tmp_path):
     event, (table, _, summary) = call(url, "predict_batch", [[_file(path)], 0.5], session="zipper")
     assert event == "complete"
     rows = {row[0]: row for row in table["data"]}
-    assert rows["evil.zip/good.png"][3].split()[0] in ("REAL", "FAKE")
+    assert rows["evil.zip/good.png"][3] in ("REAL", "UNCERTAIN", "FAKE", "NO FACE")
     assert sum(1 for row in rows.values() if row[3] == "error" and "skipped" in row[4]) == 3
     uploads = _upload_folder()
     for folder in (uploads, uploads.parent, tmp_path, Path.cwd()):
