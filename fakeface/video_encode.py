@@ -73,7 +73,9 @@ def encode_clip(frames: Iterable[Image.Image], path: str | os.PathLike, fps: int
 
 
 def pan_zoom_clip(photo: Image.Image, path: str | os.PathLike, size: tuple[int, int] = (384, 384),
-                  seconds: float = 3.0, fps: int = 25, **encode_options) -> str:
-    """A pan-and-zoom clip of `photo` (see pan_zoom_frames), `seconds` long, written to `path`."""
+                  seconds: float = 3.0, fps: int = 25, zoom: tuple[float, float] = (1.0, 1.25),
+                  pan: tuple[float, float] = (0.0, 1.0), **encode_options) -> str:
+    """A pan-and-zoom clip of `photo` (see pan_zoom_frames), `seconds` long, written to `path` (encode_clip's
+    options: container, crf, gop, preset)."""
     n_frames = max(1, round(seconds * fps))
-    return encode_clip(pan_zoom_frames(photo, size, n_frames), path, fps=fps, **encode_options)
+    return encode_clip(pan_zoom_frames(photo, size, n_frames, zoom, pan), path, fps=fps, **encode_options)
