@@ -8,6 +8,7 @@ upload. Nothing in serving imports this module.
 from __future__ import annotations
 
 import itertools
+from fractions import Fraction
 import os
 from typing import Iterable, Iterator
 
@@ -36,12 +37,11 @@ def pan_zoom_frames(photo: Image.Image, size: tuple[int, int], n_frames: int, zo
 
 
 def encode_clip(frames: Iterable[Image.Image], path: str | os.PathLike, fps: int = 25, container: str | None = None,
-                crf: int | None = 23, gop: int | None = None, preset: str = "medium", threads: int = 0) -> str:
+                crf: int | None = 23, gop: int | None = None, preset: str = "medium") -> str:
     """Encode RGB frames (all of one size) into `path`; the container follows the suffix unless given.
 
     crf: H.264 / VP9 quality (lower = better, larger); gop: frames between keyframes (None: the codec's default,
-    250 for x264, so a short clip has one keyframe); preset: x264's speed/size trade-off; threads: encoder threads
-    (0: the codec's choice; 1 makes x264's output the same byte for byte from run to run).
+    250 for x264, so a short clip has one keyframe); preset: x264's speed/size trade-off.
     """
     import av
 
@@ -63,11 +63,12 @@ def encode_clip(frames: Iterable[Image.Image], path: str | os.PathLike, fps: int
         stream = out.add_stream(codec, rate=fps, options=options)
         stream.width, stream.height = first.size
         stream.pix_fmt = "yuv420p"
-        stream.codec_context.thread_count = threads
         if gop is not None:
             stream.codec_context.gop_size = gop
-        for image in itertools.chain([first], frames):
-            for packet in stream.encode(av.VideoFrame.from_image(image.convert("RGB"))):
+        for k, image in enumerate(itertools.chain([first], frames)):
+            frame = av.VideoFrame.from_image(image.convert("RGB"))
+            frame.pts, frame.time_base = k, Fraction(1, fps)
+            for packet in stream.encode(frame):
                 out.mux(packet)
         for packet in stream.encode():  # flush the encoder's delayed frames
             out.mux(packet)
