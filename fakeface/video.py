@@ -165,6 +165,8 @@ class VideoReader:
         demuxer = sniff_container(_head(source))
         if demuxer is None:
             raise FakefaceError(self._at + f"not a video, or not in a supported format ({SUPPORTED_TEXT}).")
+        self.frames_decoded = 0  # by sample(): at most one keyframe interval per sampled frame
+        self.packets_skipped = 0  # packets the decoder rejected (damaged data)
         # FFmpeg always gets a file object, never a name: a name would be read as a URL ("concat:", "http:").
         self._file = None
         if isinstance(source, (bytes, bytearray, memoryview)):
@@ -189,6 +191,11 @@ class VideoReader:
         return f"{self.name}: " if self.name else ""
 
     def _corrupt(self, exc) -> FakefaceError:
+        import av
+
+        if isinstance(exc, av.error.EOFError):
+            return FakefaceError(self._at + "the video ends before its first frame (it is empty or truncated). "
+                                            "Re-export or re-download it.")
         reason = getattr(exc, "strerror", None) or str(exc)
         return FakefaceError(self._at + f"the video is truncated or corrupt ({reason}). Re-export or re-download it.")
 
@@ -257,32 +264,46 @@ class VideoReader:
 
         n = check_frame_count(n)
         targets = self._index.evenly_spaced(n)
-        stream = self._stream
-        frames = None  # the decoder's frame iterator since the last seek
+        frames = None  # decoded frames since the last seek
         last = None  # pts of the last frame decoded
+        sampled = 0
         try:
             for target in targets:
                 if last is not None and last >= target:
                     continue  # a damaged stretch made the decoder skip past this target already
                 key = self._index.keyframe_before(target)
                 if frames is None or last is None or last < key:
-                    self._container.seek(key, stream=stream, backward=True, any_frame=False)
-                    frames = self._container.decode(stream)
-                    last = None
+                    frames, last = self._frames_from(key), None
                 for frame in frames:
+                    self.frames_decoded += 1
                     pts = frame.pts if frame.pts is not None else frame.dts
                     if pts is None:
                         continue
                     last = pts
                     if pts >= target:
+                        sampled += 1
                         yield SampledFrame(self._index.seconds(pts), _upright(frame))
                         break
                 else:
                     return  # the stream ended early (a truncated file): what was read is what there is
         except av.FFmpegError as exc:
-            if last is None:
+            if not sampled:
                 raise self._corrupt(exc) from None
-            # A corrupt stretch after some good frames: the frames sampled so far stand.
+            # The file breaks off after some good frames: the frames sampled so far stand.
+
+    def _frames_from(self, key: int) -> Iterator:
+        """Decoded frames from the keyframe at or before `key` on. A packet the decoder rejects is skipped (its
+        picture is lost until the next keyframe repairs it), so one damaged stretch does not end the clip."""
+        import av
+
+        self._container.seek(key, stream=self._stream, backward=True, any_frame=False)
+        for packet in self._container.demux(self._stream):
+            try:
+                decoded = packet.decode()  # the last, empty packet drains the decoder
+            except av.error.InvalidDataError:
+                self.packets_skipped += 1
+                continue
+            yield from decoded
 
 
 def _upright(frame) -> Image.Image:
