@@ -6,7 +6,8 @@ when no model (or its backbone) can be had, it exits with one sentence saying wh
 build the same app around their own Predictor with `create_app(predictor)`.
 
 Gradio API endpoints (gradio_client): /predict (image -> REAL/FAKE label), /analyse (everything the page
-shows), /predict_batch (files or .zip -> table and CSV). REST: POST /api/v1/predict (fakeface/space/rest.py). This
+shows), /predict_batch (files or .zip -> table and CSV), /predict_video (clip -> verdict, tracks and frames as
+JSON). REST: POST /api/v1/predict and /api/v1/predict_video (fakeface/space/rest.py). This
 file is layout and wiring: what the events do is in fakeface/space/ui.py, which files they may name in
 fakeface/space/guard.py and uploads.py, the one ModelGate for every route in fakeface/space/serving.py.
 """
@@ -23,7 +24,8 @@ from fastapi import FastAPI
 from fakeface.images import IMAGE_SUFFIXES
 from fakeface.predictor import Predictor
 from fakeface.publish import PIN_FILE
-from fakeface.space import serving, startup, ui
+from fakeface.video import DEFAULT_FRAMES, MAX_FRAMES, VIDEO_SUFFIXES
+from fakeface.space import serving, startup, ui, video_ui
 from fakeface.space.batch import BATCH_COLUMNS, MAX_BATCH_BYTES, MAX_BATCH_FILES
 from fakeface.space.components import VerdictLabel
 from fakeface.space.guard import guard_file_inputs
@@ -44,7 +46,7 @@ MAX_OTHER_BODY = 16 * 1024 * 1024  # JSON event payloads carry file references, 
 # One per process, like Gradio's upload folder: which session may use an upload, and when it is deleted.
 UPLOADS = UploadTracker()
 # Events that delete their uploads when done: an API call, unlike the page, never comes back for the same file.
-RELEASING_EVENTS = ("predict", "predict_batch")
+RELEASING_EVENTS = ("predict", "predict_batch", "predict_video")
 StartupError = startup.StartupError  # what start_predictor raises
 
 
@@ -62,11 +64,18 @@ def start_predictor() -> Predictor:
     return startup.start_predictor(model_spec())
 
 
-def example_files() -> list[str]:
-    """Whatever example images are in examples/ when the app starts."""
+def example_files(suffixes=IMAGE_SUFFIXES) -> list[str]:
+    """Whatever example images (or, given VIDEO_SUFFIXES, clips) are in examples/ when the app starts."""
     if not EXAMPLES_DIR.is_dir():
         return []
-    return [str(p) for p in sorted(EXAMPLES_DIR.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
+    return [str(p) for p in sorted(EXAMPLES_DIR.iterdir()) if p.suffix.lower() in suffixes]
+
+
+def add_examples(component, paths: list[str], label: str) -> None:
+    """A gr.Examples row for `component` (nothing when there are no files), named after the files."""
+    if paths:
+        gr.Examples(examples=[[p] for p in paths], inputs=[component], label=label,
+                    example_labels=[Path(p).stem.replace("_", " ") for p in paths])
 
 
 def build_demo(predictor: Predictor, gate: ModelGate) -> gr.Blocks:
@@ -90,10 +99,7 @@ def build_demo(predictor: Predictor, gate: ModelGate) -> gr.Blocks:
                                      label="Image (upload, drop, paste or webcam)", elem_id="image-input")
                     threshold = threshold_slider()
                     button = gr.Button("Analyse", variant="primary", elem_id="analyse-button")
-                    examples = example_files()
-                    if examples:
-                        gr.Examples(examples=[[p] for p in examples], inputs=[image], label="Examples",
-                                    example_labels=[Path(p).stem.replace("_", " ") for p in examples])
+                    add_examples(image, example_files(), "Examples")
                 with gr.Column():
                     label = VerdictLabel(label="Verdict", elem_id="verdict")
                     summary = gr.Markdown(label="Summary", elem_id="summary")
@@ -111,6 +117,22 @@ def build_demo(predictor: Predictor, gate: ModelGate) -> gr.Blocks:
             batch_summary = gr.Markdown(label="Batch summary", elem_id="batch-summary")
             table = gr.Dataframe(headers=BATCH_COLUMNS, interactive=False, label="Results", elem_id="batch-table")
             csv_file = gr.File(label="Results as CSV")
+        with gr.Tab("Video"):
+            gr.Markdown(video_ui.VIDEO_ABOUT)
+            with gr.Row():
+                with gr.Column():
+                    video = gr.Video(sources=["upload"], label="Video clip", elem_id="video-input")
+                    video_threshold = threshold_slider()
+                    video_frames = gr.Slider(1, MAX_FRAMES, value=DEFAULT_FRAMES, step=1, label="Frames to sample",
+                                             info=video_ui.FRAMES_INFO)
+                    video_button = gr.Button("Analyse clip", variant="primary", elem_id="video-button")
+                    add_examples(video, example_files(VIDEO_SUFFIXES), "Example clips")
+                with gr.Column():
+                    video_label = VerdictLabel(label="Verdict", elem_id="video-verdict")
+                    video_summary = gr.Markdown(label="Summary", elem_id="video-summary")
+                    timeline = gr.Plot(label="Fake probability over time, per face track", elem_id="video-timeline")
+            suspicious = gr.Gallery(label="Most suspicious frames (faces boxed, then their heat maps)", columns=4,
+                                    visible=False, elem_id="video-frames")
 
         events = ui.Events(demo, predictor, gate)
         # preprocess=False: inputs arrive as Gradio's raw payloads, never decoded by Gradio (see ui.Events);
@@ -128,8 +150,15 @@ def build_demo(predictor: Predictor, gate: ModelGate) -> gr.Blocks:
         batch_button.click(events.predict_batch, inputs=[files, batch_threshold],
                            outputs=[table, csv_file, batch_summary], api_name="predict_batch",
                            **model_events).then(lambda: None, outputs=[files], api_visibility="private")
+        clip_events = video_ui.VideoEvents(demo, predictor, gate)
+        # A clip takes seconds: it runs on a new clip and on the button, not on every threshold move.
+        gr.on([video_button.click, video.change], clip_events.analyse_video,
+              inputs=[video, video_threshold, video_frames], outputs=[video_label, video_summary, timeline, suspicious],
+              api_name="analyse_video", trigger_mode="always_last", **model_events)
+        gr.on([], clip_events.predict_video, inputs=[video, video_threshold, video_frames],
+              outputs=[gr.JSON(visible=False)], api_name="predict_video", **model_events)
     demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=gate.slots)
-    guard_file_inputs(demo, [image, files], UPLOADS, RELEASING_EVENTS)
+    guard_file_inputs(demo, [image, files, video], UPLOADS, RELEASING_EVENTS)
     return demo
 
 

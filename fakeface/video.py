@@ -162,8 +162,13 @@ class VideoReader:
         if size > MAX_VIDEO_BYTES:
             raise TooLargeError(self._at + f"video too large: {size} bytes (limit {MAX_VIDEO_BYTES}). Trim or "
                                            "recompress the clip and try again.")
-        demuxer = sniff_container(_head(source))
+        head = _head(source)
+        demuxer = sniff_container(head)
         if demuxer is None:
+            from .images import looks_like_image
+
+            if looks_like_image(head):
+                raise FakefaceError(self._at + "this is a still image, not a video: analyse it as an image.")
             raise FakefaceError(self._at + f"not a video, or not in a supported format ({SUPPORTED_TEXT}).")
         self.frames_decoded = 0  # by sample(): at most one keyframe interval per sampled frame
         self.packets_skipped = 0  # packets the decoder rejected (damaged data)
@@ -491,6 +496,7 @@ class SuspiciousFrame:
     answer for it (with heat maps when they were asked for)."""
 
     t: float
+    index: int  # its place in VideoPrediction.frames
     image: Image.Image
     prediction: object  # predictor.Prediction
 
@@ -587,11 +593,11 @@ def analyse_video(predictor, source, frames: int = DEFAULT_FRAMES, threshold: fl
     if not scored:
         raise FakefaceError(f"{info.name}: no frame of the video could be decoded; the file is corrupt.")
     result = _assemble(info, scored, threshold, predictor.model.uncertain_band)
-    for _, _, frame, pred in sorted(best, key=lambda item: (-item[0], item[1])):
+    for _, order, frame, pred in sorted(best, key=lambda item: (-item[0], item[1])):
         if heatmaps:
             with slot():
                 pred = predictor.predict_image(frame.image, threshold=threshold, heatmap=True)
-        result.suspicious.append(SuspiciousFrame(frame.t, frame.image, pred))
+        result.suspicious.append(SuspiciousFrame(frame.t, order, frame.image, pred))
     return result
 
 

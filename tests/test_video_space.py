@@ -1,0 +1,99 @@
+"""Video in the Space: the Video tab's views (fakeface/space/video_ui.py), the `/analyse_video` and
+`/predict_video` gradio_client endpoints and REST `POST /api/v1/predict_video` over a real server, and the tab in
+a real browser. Clips are real encoded files made like the example clips; a tiny untrained model with the real
+face detector stands in for the model (wiring and contracts, not accuracy)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import httpx
+import pytest
+from matplotlib.figure import Figure
+from PIL import Image
+
+from fakeface.space import video_ui
+from fakeface.video import analyse_video
+from fakeface.video_encode import pan_zoom_clip
+from test_app import client, predictor, url  # noqa: F401  (the app's fixtures: tiny model, server, client)
+from test_video import pair
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    """Two people side by side, 2 s: two face tracks."""
+    return Path(pan_zoom_clip(pair(), tmp_path_factory.mktemp("clip") / "two_people.mp4", size=(384, 192),
+                              seconds=2.0, fps=10, zoom=(1.0, 1.1), pan=(0.0, 1.0), preset="ultrafast"))
+
+
+# ----------------------------------------------------------------------------------------------- the views
+
+
+def test_timeline_marks_the_threshold_and_draws_a_line_per_track(predictor, clip):
+    result = analyse_video(predictor, clip, frames=4, threshold=0.4)
+    figure = video_ui.timeline_figure(result)
+    assert isinstance(figure, Figure)
+    ax = figure.axes[0]
+    tracks = [line for line in ax.get_lines() if line.get_label().startswith("track")]
+    assert len(tracks) == len(result.tracks) == 2
+    for line, track in zip(tracks, result.tracks):
+        assert list(line.get_xdata()) == track.times and list(line.get_ydata()) == track.probs
+    threshold = [line for line in ax.get_lines() if line.get_label().startswith("threshold")]
+    assert list(threshold[0].get_ydata()) == [0.4, 0.4]
+
+
+def test_suspicious_frames_are_boxed_with_their_heat_maps(predictor, clip):
+    result = analyse_video(predictor, clip, frames=4, heatmaps=True, keep=2)
+    items = video_ui.suspicious_gallery(result)
+    frames = [image for image, caption in items if "track" not in caption]
+    maps = [caption for _, caption in items if "track" in caption]
+    assert len(frames) == 2 and len(maps) == 4  # two frames, two faces each
+    assert all(isinstance(image, Image.Image) and max(image.size) <= video_ui.FRAME_SIDE for image in frames)
+    assert all(re.fullmatch(r"t = [\d.]+ s · track [12] · fake [\d.]+", caption) for caption in maps)
+    summary = video_ui.video_summary(result)
+    assert "4 frames sampled from 2.0 s" in summary and "2 face track(s)" in summary and "Frames only" in summary
+
+
+def test_a_clip_without_faces_has_no_verdict(predictor, tmp_path):
+    blank = pan_zoom_clip(Image.new("RGB", (320, 240), (90, 120, 150)), tmp_path / "sky.webm", size=(160, 120),
+                          seconds=1.0, fps=8)
+    result = analyse_video(predictor, blank, frames=4)
+    assert video_ui.verdict_label(result) == {"label": "no face found", "confidences": {}}
+    assert video_ui.video_summary(result).startswith("**No face found**")
+    assert video_ui.suspicious_gallery(result) == []
+    assert video_ui.timeline_figure(result).axes[0].texts[0].get_text() == "no face found"
+
+
+# --------------------------------------------------------------------------------------- gradio_client API
+
+
+def test_predict_video_endpoint(client, clip):
+    from gradio_client import handle_file
+
+    answer = client.predict(handle_file(str(clip)), 0.5, 5, api_name="/predict_video")
+    assert answer["filename"] == "two_people.mp4" and answer["frames_sampled"] == 5
+    assert answer["verdict"] in ("REAL", "FAKE") and len(answer["tracks"]) == 2
+    assert [len(f["faces"]) for f in answer["frames"]] == [2] * 5
+    assert answer["fake_prob"] == max(t["fake_prob"] for t in answer["tracks"])
+
+
+def test_analyse_video_endpoint_returns_what_the_tab_shows(client, clip):
+    from gradio_client import handle_file
+
+    label, summary, plot, gallery = client.predict(handle_file(str(clip)), 0.5, 4, api_name="/analyse_video")
+    assert label["label"] in ("REAL", "FAKE", "REAL (uncertain)", "FAKE (uncertain)")
+    assert "4 frames sampled" in summary and plot is not None and len(gallery) >= 2
+
+
+def test_predict_video_refuses_an_image_and_a_bad_frame_count(client, clip):
+    from gradio_client import handle_file
+
+    with pytest.raises(Exception, match="still image, not a video"):
+        client.predict(handle_file(str(EXAMPLES / "grace_hopper.jpg")), 0.5, 4, api_name="/predict_video")
+    with pytest.raises(Exception, match="whole number from 1 to 64"):
+        client.predict(handle_file(str(clip)), 0.5, 65, api_name="/predict_video")
