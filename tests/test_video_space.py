@@ -97,3 +97,24 @@ def test_predict_video_refuses_an_image_and_a_bad_frame_count(client, clip):
         client.predict(handle_file(str(EXAMPLES / "grace_hopper.jpg")), 0.5, 4, api_name="/predict_video")
     with pytest.raises(Exception, match="whole number from 1 to 64"):
         client.predict(handle_file(str(clip)), 0.5, 65, api_name="/predict_video")
+
+
+# ---------------------------------------------------------------------------------------------------- batch
+
+
+def test_batches_take_images_only_and_say_so_for_clips(predictor, clip, tmp_path):
+    import zipfile
+
+    from fakeface.space import batch
+
+    renamed = tmp_path / "clip_renamed.jpg"
+    renamed.write_bytes(clip.read_bytes())
+    archive = tmp_path / "mixed.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.write(clip, "inside.mp4")
+        zf.write(EXAMPLES / "grace_hopper.jpg", "face.jpg")
+    rows = batch.predict_batch_rows(predictor, batch.read_batch([clip, renamed, archive]), None)
+    notes = {row["file"]: row["note"] for row in rows}
+    for name in ("two_people.mp4", "clip_renamed.jpg", "mixed.zip/inside.mp4"):
+        assert notes[name].startswith(f"{name}: a video; batches take images only"), notes
+    assert "video" not in notes["mixed.zip/face.jpg"]  # the image in the same zip is analysed
