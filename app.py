@@ -29,7 +29,7 @@ from fakeface.space import serving, startup, ui, video_ui
 from fakeface.space.batch import BATCH_COLUMNS, MAX_BATCH_BYTES, MAX_BATCH_FILES
 from fakeface.space.components import VerdictLabel
 from fakeface.space.guard import guard_file_inputs
-from fakeface.space.rest import REST_MAX_BODY, REST_PATH, rest_router
+from fakeface.space.rest import REST_MAX_BODY, REST_PATH, REST_VIDEO_MAX_BODY, REST_VIDEO_PATH, rest_router
 from fakeface.space.serving import BodyLimit, ModelGate
 from fakeface.space.uploads import UploadClaims, UploadTracker
 
@@ -171,8 +171,9 @@ def create_app(predictor: Predictor) -> FastAPI:
     source = predictor.source.describe() if predictor.source else "in-memory model"
     app.include_router(rest_router(predictor, model_name=source, gate=gate))
     # The REST route counts a chunked body itself; every other body must declare its size.
-    limits = {REST_PATH: REST_MAX_BODY, **{path: MAX_UPLOAD_REQUEST for path in UPLOAD_PATHS}}
-    app.add_middleware(BodyLimit, limits=limits, default=MAX_OTHER_BODY, counted=(REST_PATH,))
+    limits = {REST_PATH: REST_MAX_BODY, REST_VIDEO_PATH: REST_VIDEO_MAX_BODY,
+              **{path: MAX_UPLOAD_REQUEST for path in UPLOAD_PATHS}}
+    app.add_middleware(BodyLimit, limits=limits, default=MAX_OTHER_BODY, counted=(REST_PATH, REST_VIDEO_PATH))
     app.add_middleware(UploadClaims, path=UPLOAD_PATHS[0], tracker=UPLOADS)
     app = gr.mount_gradio_app(app, demo, path="/", max_file_size=MAX_UPLOAD, footer_links=["api", "gradio"],
                               server_name=_host(), server_port=_port())

@@ -181,7 +181,7 @@ class VideoReader:
         else:
             source.seek(0)
         try:
-            self._container = av.open(source, format=demuxer, buffer_size=READ_BUFFER)
+            self._container = av.open(_ReadView(source), format=demuxer, buffer_size=READ_BUFFER)
         except av.FFmpegError as exc:
             self._close_file()
             raise self._corrupt(exc) from None
@@ -311,6 +311,14 @@ class VideoReader:
             yield from decoded
 
 
+class _ReadView:
+    """A file object's reading side only. PyAV gives a file object that can also write (a w+b temporary file,
+    such as the spooled uploads of a web form) a writing I/O context, from which it then reads nothing."""
+
+    def __init__(self, f):
+        self.read, self.seek, self.tell = f.read, f.seek, f.tell
+
+
 def _upright(frame) -> Image.Image:
     """The frame as RGB, turned as its display matrix says (phones store portrait clips sideways)."""
     image = frame.to_image()
@@ -438,7 +446,7 @@ def link_tracks(frame_boxes: list[list[tuple]], min_iou: float = TRACK_MIN_IOU) 
             rows, cols = linear_sum_assignment(-overlap)
             for r, c in zip(rows, cols):
                 if overlap[r, c] >= min_iou:
-                    ids[r] = c
+                    ids[r] = int(c)
         for r, box in enumerate(boxes):
             if ids[r] < 0:
                 ids[r] = len(last_box)

@@ -118,3 +118,64 @@ def test_batches_take_images_only_and_say_so_for_clips(predictor, clip, tmp_path
     for name in ("two_people.mp4", "clip_renamed.jpg", "mixed.zip/inside.mp4"):
         assert notes[name].startswith(f"{name}: a video; batches take images only"), notes
     assert "video" not in notes["mixed.zip/face.jpg"]  # the image in the same zip is analysed
+
+
+# ----------------------------------------------------------------------------------------------------- REST
+
+
+def _post(url: str, name: str, data: bytes, **fields) -> httpx.Response:
+    from fakeface.space import rest
+
+    return httpx.post(f"{url}{rest.REST_VIDEO_PATH}", files={"file": (name, data, "video/mp4")},
+                      data={k: str(v) for k, v in fields.items()}, timeout=120)
+
+
+def test_rest_predict_video(url, predictor, clip):
+    r = _post(url, "two people.mp4", clip.read_bytes(), threshold=0.3, frames=6)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["filename"] == "two people.mp4" and body["threshold"] == 0.3 and body["frames_sampled"] == 6
+    assert body["model"] == predictor.source.describe()
+    assert body["verdict"] == ("FAKE" if body["fake_prob"] >= 0.3 else "REAL")
+    assert isinstance(body["uncertain"], bool) and len(body["tracks"]) == 2
+    frame = body["frames"][0]
+    assert set(frame) == {"t", "faces"} and len(frame["faces"]) == 2
+    assert len(frame["faces"][0]["box"]) == 4 and 0 <= frame["faces"][0]["fake_prob"] <= 1
+    default = _post(url, "clip.mp4", clip.read_bytes()).json()
+    assert default["frames_sampled"] == 16 and default["threshold"] == pytest.approx(predictor.threshold)
+
+
+@pytest.mark.parametrize("fields, status, message", [
+    ({"frames": 0}, 422, "whole number from 1 to 64"),
+    ({"frames": "lots"}, 422, "whole number from 1 to 64"),
+    ({"threshold": 2}, 422, "threshold must be a number from 0 to 1"),
+])
+def test_rest_predict_video_checks_its_fields(url, clip, fields, status, message):
+    r = _post(url, "clip.mp4", clip.read_bytes(), **fields)
+    assert r.status_code == status and message in r.json()["error"]
+
+
+def test_rest_predict_video_bad_files(url, clip):
+    still = _post(url, "photo.mp4", (EXAMPLES / "grace_hopper.jpg").read_bytes())
+    assert still.status_code == 400 and still.json() == {
+        "error": "photo.mp4: this is a still image, not a video: analyse it as an image.", "filename": "photo.mp4"}
+    cut = _post(url, "cut.mp4", clip.read_bytes()[:5000])
+    assert cut.status_code == 400 and "truncated or corrupt" in cut.json()["error"]
+    missing = httpx.post(f"{url}/api/v1/predict_video", data={"frames": "4"}, timeout=30)
+    assert missing.status_code == 422 and "missing form field 'file'" in missing.json()["error"]
+
+
+def test_rest_predict_video_refuses_an_oversize_body_before_reading_it(url):
+    import http.client
+
+    from fakeface.space import rest
+
+    # Headers only: the server answers from the Content-Length alone, without waiting for the body.
+    connection = http.client.HTTPConnection(*url.removeprefix("http://").split(":"), timeout=30)
+    connection.putrequest("POST", rest.REST_VIDEO_PATH)
+    connection.putheader("Content-Type", "multipart/form-data; boundary=x")
+    connection.putheader("Content-Length", str(rest.REST_VIDEO_MAX_BODY + 1))
+    connection.endheaders()
+    answer = connection.getresponse()
+    assert answer.status == 413 and b"too large" in answer.read()
+    connection.close()
