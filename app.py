@@ -5,10 +5,11 @@ publish` pinned in pinned_model.txt, else the bundled copy), and serves on $GRAD
 when no model (or its backbone) can be had, it exits with one sentence saying what to set or install. Tests
 build the same app around their own Predictor with `create_app(predictor)`.
 
-Gradio API endpoints (gradio_client): /predict (image -> REAL/FAKE label), /analyse (everything the page
-shows), /predict_batch (files or .zip -> table and CSV), /predict_video (clip -> verdict, tracks and frames as
-JSON). REST: POST /api/v1/predict and /api/v1/predict_video (fakeface/space/rest.py). This
-file is layout and wiring: what the events do is in fakeface/space/ui.py, which files they may name in
+Gradio API endpoints (gradio_client): /predict (image -> a label headed REAL, UNCERTAIN, FAKE or NO FACE),
+/analyse (everything the page shows), /predict_batch (files or .zip -> table and CSV), /predict_video (clip ->
+verdict, tracks and frames as JSON), /analyse_video (everything the Video tab shows). REST: POST /api/v1/predict
+and /api/v1/predict_video (fakeface/space/rest.py). This file is layout and wiring: what the events do is in
+fakeface/space/ui.py and video_ui.py, which files they may name in
 fakeface/space/guard.py and uploads.py, the one ModelGate for every route in fakeface/space/serving.py.
 """
 
@@ -71,11 +72,10 @@ def example_files(suffixes=IMAGE_SUFFIXES) -> list[str]:
     return [str(p) for p in sorted(EXAMPLES_DIR.iterdir()) if p.suffix.lower() in suffixes]
 
 
-def add_examples(component, paths: list[str], label: str) -> None:
-    """A gr.Examples row for `component` (nothing when there are no files), named after the files."""
+def add_examples(component, paths: list[str], label: str, elem_id: str) -> None:
+    """A gr.Examples row of thumbnails for `component` (nothing when there are no files)."""
     if paths:
-        gr.Examples(examples=[[p] for p in paths], inputs=[component], label=label,
-                    example_labels=[Path(p).stem.replace("_", " ") for p in paths])
+        gr.Examples(examples=[[p] for p in paths], inputs=[component], label=label, elem_id=elem_id)
 
 
 def build_demo(predictor: Predictor, gate: ModelGate) -> gr.Blocks:
@@ -86,12 +86,14 @@ def build_demo(predictor: Predictor, gate: ModelGate) -> gr.Blocks:
     def threshold_slider():
         return gr.Slider(0.0, 1.0, value=default, step=0.01, label="Threshold on the fake probability",
                          info=f"Default {default:.2f} from the model's calibration; scores within ±{band:.2f} of "
-                              "it are reported as uncertain.")
+                              "it are UNCERTAIN. Drag, or type a value.")
 
     # delete_cache sweeps, by age, what no event deletes: the page's own image (kept to re-analyse it).
     with gr.Blocks(title="fakeface: fake face detector", delete_cache=(1800, 3600)) as demo:
         gr.Markdown("# fakeface: is this face real or fake?\n\n" + ui.ABOUT)
         gr.Markdown(ui.model_description(predictor), elem_id="model-source")
+        with gr.Accordion("Model details", open=False, elem_id="model-details-box"):
+            gr.Markdown(ui.model_details(predictor), elem_id="model-details")
         with gr.Tab("Single image"):
             with gr.Row():
                 with gr.Column():
@@ -99,14 +101,21 @@ def build_demo(predictor: Predictor, gate: ModelGate) -> gr.Blocks:
                                      label="Image (upload, drop, paste or webcam)", elem_id="image-input")
                     threshold = threshold_slider()
                     button = gr.Button("Analyse", variant="primary", elem_id="analyse-button")
-                    add_examples(image, example_files(), "Examples")
+                    add_examples(image, example_files(), "Examples", "examples")
                 with gr.Column():
-                    label = VerdictLabel(label="Verdict", elem_id="verdict")
+                    # The verdict: hidden on the page (the scale below shows it with its numbers), sent to API
+                    # clients of /analyse as a label they can test.
+                    label = VerdictLabel(label="Verdict", visible=False)
+                    scale = gr.HTML(css_template=ui.VERDICT_CSS, elem_id="verdict")
                     summary = gr.Markdown(label="Summary", elem_id="summary")
-                    heat = gr.Image(type="pil", label="Heat map (the face that decided the verdict)",
-                                    height=320, interactive=False, elem_id="heatmap")
-                    gr.Markdown(ui.HEATMAP_NOTE)
-                    faces = gr.Gallery(label="Faces found", columns=4, visible=False, elem_id="faces")
+                    boxes = gr.Image(type="pil", label="Faces found, numbered left to right", height=320,
+                                     interactive=False, visible=False, elem_id="face-boxes")
+                    faces = gr.Gallery(label="Each face's verdict", columns=4, visible=False, elem_id="faces")
+                    heat = gr.Image(type="pil", label="Heat map", height=320, interactive=False, visible=False,
+                                    elem_id="heatmap")
+                    with gr.Accordion("What the heat map shows", open=False):
+                        gr.Markdown(ui.HEATMAP_NOTE)
+            kept = gr.State(None)  # the last result, so a new threshold re-reads it without a model run
         with gr.Tab("Batch"):
             gr.Markdown(f"Up to {MAX_BATCH_FILES} images, or .zip archives of images, "
                         f"{MAX_BATCH_BYTES // (1024 * 1024)} MB in all once unzipped. Uploads are deleted after "
@@ -126,35 +135,43 @@ def build_demo(predictor: Predictor, gate: ModelGate) -> gr.Blocks:
                     video_frames = gr.Slider(1, MAX_FRAMES, value=DEFAULT_FRAMES, step=1, label="Frames to sample",
                                              info=video_ui.FRAMES_INFO)
                     video_button = gr.Button("Analyse clip", variant="primary", elem_id="video-button")
-                    add_examples(video, example_files(VIDEO_SUFFIXES), "Example clips")
+                    add_examples(video, example_files(VIDEO_SUFFIXES), "Example clips", "video-examples")
                 with gr.Column():
-                    video_label = VerdictLabel(label="Verdict", elem_id="video-verdict")
+                    video_label = VerdictLabel(label="Verdict", visible=False)  # for /analyse_video clients
+                    video_scale = gr.HTML(css_template=ui.VERDICT_CSS, elem_id="video-verdict")
                     video_summary = gr.Markdown(label="Summary", elem_id="video-summary")
                     timeline = gr.Plot(label="Fake probability over time, per face track", elem_id="video-timeline")
             suspicious = gr.Gallery(label="Most suspicious frames (faces boxed, then their heat maps)", columns=4,
                                     visible=False, elem_id="video-frames")
+            kept_clip = gr.State(None)  # the last clip's scores, so a new threshold re-reads them
 
         events = ui.Events(demo, predictor, gate)
         # preprocess=False: inputs arrive as Gradio's raw payloads, never decoded by Gradio (see ui.Events);
         # guard_file_inputs checks them first. concurrency_limit: Gradio need not start more model events than
         # the gate has slots; the gate itself (gate.slot(), shared with REST) is what bounds the model calls.
         model_events = dict(concurrency_id="model", concurrency_limit=gate.slots, preprocess=False)
-        # The page analyses on upload, on a new threshold and on the button; while one run is going, further
+        page = [label, scale, summary, heat, boxes, faces]
+        # One model run per new image (an upload, an example, the button); while one run is going, further
         # triggers collapse into one final run with the latest inputs.
-        gr.on([button.click, image.change, threshold.release], events.analyse, inputs=[image, threshold],
-              outputs=[label, summary, heat, faces], api_name="analyse", trigger_mode="always_last",
-              **model_events)
-        # API only (no trigger on the page): the label alone, so a client gets a plain REAL/FAKE answer.
+        gr.on([button.click, image.change], events.analyse, inputs=[image, threshold, kept], outputs=[*page, kept],
+              api_name="analyse", trigger_mode="always_last", **model_events)
+        # A new threshold (typed or dragged) re-reads the kept scores: no model run, so no waiting.
+        threshold.change(events.rethreshold, inputs=[kept, threshold], outputs=page, trigger_mode="always_last",
+                         api_visibility="private", queue=False)
+        # API only (no trigger on the page): the label alone, so a client gets a plain answer to test.
         gr.on([], events.predict, inputs=[image, threshold], outputs=[VerdictLabel(label="Verdict", visible=False)],
               api_name="predict", **model_events)
         batch_button.click(events.predict_batch, inputs=[files, batch_threshold],
                            outputs=[table, csv_file, batch_summary], api_name="predict_batch",
                            **model_events).then(lambda: None, outputs=[files], api_visibility="private")
         clip_events = video_ui.VideoEvents(demo, predictor, gate)
-        # A clip takes seconds: it runs on a new clip and on the button, not on every threshold move.
+        clip_view = [video_label, video_scale, video_summary, timeline]
+        # One model run per new clip (or frame count); a new threshold re-reads the kept scores, as for images.
         gr.on([video_button.click, video.change], clip_events.analyse_video,
-              inputs=[video, video_threshold, video_frames], outputs=[video_label, video_summary, timeline, suspicious],
+              inputs=[video, video_threshold, video_frames, kept_clip], outputs=[*clip_view, suspicious, kept_clip],
               api_name="analyse_video", trigger_mode="always_last", **model_events)
+        video_threshold.change(clip_events.rethreshold, inputs=[kept_clip, video_threshold], outputs=clip_view,
+                               trigger_mode="always_last", api_visibility="private", queue=False)
         gr.on([], clip_events.predict_video, inputs=[video, video_threshold, video_frames],
               outputs=[gr.JSON(visible=False)], api_name="predict_video", **model_events)
     demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=gate.slots)

@@ -414,20 +414,21 @@ def _predict_one(predictor, image):
 
 
 def _row(path: str, result) -> dict:
+    """One output row: Prediction.as_dict (the REST answer's fields) under the input's path, or its error."""
     if isinstance(result, str):
-        return {"path": path, "fake_prob": None, "real_prob": None, "label": None, "error": result}
-    return {"path": path, **result.as_dict(), "faces": len(result.faces)}
+        return {"path": path, "verdict": None, "uncertain": None, "headline": "ERROR", "fake_prob": None,
+                "real_prob": None, "faces_found": None, "error": result}
+    return {"path": path, **result.as_dict()}
 
 
 def _video_row(path: str, result) -> dict:
-    """A clip's row: the image row's columns (faces = tracks, one per person) and what was sampled."""
+    """A clip's row: the image row's columns (faces_found = face tracks, one per person), what was sampled and
+    each track's score (the frames are in the REST and gradio_client answers)."""
     if isinstance(result, str):
         return _row(path, result)
     clip = result.as_dict()
-    return {"path": path, "kind": "video", "fake_prob": clip["fake_prob"], "real_prob": clip["real_prob"],
-            "label": result.label, "verdict": result.verdict, "uncertain": clip["uncertain"],
-            "threshold": clip["threshold"], "face_found": result.face_found, "faces": len(result.tracks),
-            "frames": clip["frames_sampled"], "duration": clip["duration"]}
+    del clip["filename"], clip["frames"]
+    return {"path": path, "kind": "video", **clip}
 
 
 class _HubImages:
@@ -499,7 +500,8 @@ def _open_output(output: str | None, append: bool):
 
 
 class _RowWriter:
-    COLUMNS = ["path", "fake_prob", "real_prob", "label", "uncertain", "faces", "error"]
+    COLUMNS = ["path", "verdict", "uncertain", "headline", "fake_prob", "real_prob", "faces_found",
+               "whole_image_fake_prob", "error"]
 
     def __init__(self, fmt: str, stream, header: bool = True):
         self.fmt, self.stream, self.rows = fmt, stream, []
@@ -510,7 +512,7 @@ class _RowWriter:
 
     def write(self, row: dict) -> None:
         if self.fmt == "jsonl":
-            self.stream.write(json.dumps({k: v for k, v in row.items() if k not in ("verdict",)}) + "\n")
+            self.stream.write(json.dumps(row) + "\n")
             self.stream.flush()  # streaming: each row is usable as soon as it is written
         elif self.fmt == "csv":
             self.csv.writerow(row)
@@ -524,11 +526,11 @@ class _RowWriter:
         for row in self.rows:
             if row.get("error"):
                 self.stream.write(f"{row['path']}\tERROR\t{row['error']}\n")
-            elif row.get("fake_prob") is None:
-                self.stream.write(f"{row['path']}\t{row['verdict']}\tfaces=0\n")
+            elif row["verdict"] is None:  # no face: no verdict, and no probability beside it
+                self.stream.write(f"{row['path']}\t{row['headline']}\tfake_prob=-\tfaces=0\n")
             else:
-                self.stream.write(f"{row['path']}\t{row['verdict']}\tfake_prob={row['fake_prob']:.4f}"
-                                  f"\tfaces={row['faces']}\n")
+                self.stream.write(f"{row['path']}\t{row['headline']}\tfake_prob={row['fake_prob']:.4f}"
+                                  f"\tfaces={row['faces_found']}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -568,7 +570,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, help="decision threshold (default: the model's)")
     p.add_argument("--format", choices=["table", "csv", "jsonl"], default="table")
     p.add_argument("--detector", choices=["auto", "mtcnn", "haar", "none"], default="auto",
-                   help="face detector ('none' classifies whole images)")
+                   help="face detector ('none': every image is read as one face crop, e.g. pre-cropped faces)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--output", metavar="FILE", help="write rows to FILE (default: standard output)")
     p.add_argument("--skip-existing", action="store_true",

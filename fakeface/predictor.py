@@ -20,6 +20,39 @@ from .images import load_image
 from .models import FakeFaceModel, probabilities
 
 
+# The one verdict rule. Every route (the page, /predict, /analyse, REST, batch, the CLI) reads its answer from
+# `decide`, so the same image and threshold read the same everywhere.
+REAL, FAKE, UNCERTAIN, NO_FACE = "REAL", "FAKE", "UNCERTAIN", "NO FACE"
+NO_FACE_MESSAGE = ("No face found, so there is no verdict: the model judges faces only. Try a photo where a face "
+                   "is clearly visible.")
+WHOLE_IMAGE_NOTE = ("the score of the whole image, outside what the model was trained for (face crops): not a "
+                    "verdict")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The answer for one score: `decision` is REAL or FAKE at the threshold (None without a face: the model
+    abstains); `uncertain` is True when the score lies within the uncertain band of the threshold."""
+
+    decision: str | None
+    uncertain: bool
+
+    @property
+    def headline(self) -> str:
+        """What a person reads first: REAL, UNCERTAIN, FAKE, or NO FACE."""
+        if self.decision is None:
+            return NO_FACE
+        return UNCERTAIN if self.uncertain else self.decision
+
+
+def decide(fake_prob: float, threshold: float, uncertain_band: float, face_found: bool = True) -> Verdict:
+    """FAKE when fake_prob >= threshold, else REAL; uncertain within ±uncertain_band of the threshold; no
+    decision at all when no face was found."""
+    if not face_found:
+        return Verdict(None, False)
+    return Verdict(FAKE if fake_prob >= threshold else REAL, abs(fake_prob - threshold) < uncertain_band)
+
+
 @dataclass
 class FaceResult:
     fake_prob: float
@@ -30,6 +63,9 @@ class FaceResult:
 
 @dataclass
 class Prediction:
+    """One image's answer. `fake_prob` is its most-fake face's score (the whole image's when no face was found:
+    then there is no verdict, see `decide`). `faces` are ordered left to right."""
+
     fake_prob: float
     threshold: float
     uncertain_band: float
@@ -41,28 +77,45 @@ class Prediction:
         return 1.0 - self.fake_prob
 
     @property
-    def label(self) -> str:
-        """The bare decision at the threshold: "FAKE" (fake_prob >= threshold) or "REAL"."""
-        return "FAKE" if self.fake_prob >= self.threshold else "REAL"
+    def decided(self) -> Verdict:
+        return decide(self.fake_prob, self.threshold, self.uncertain_band, self.face_found)
+
+    @property
+    def verdict(self) -> str | None:
+        """REAL or FAKE at the threshold; None when no face was found."""
+        return self.decided.decision
 
     @property
     def uncertain(self) -> bool:
-        return abs(self.fake_prob - self.threshold) < self.uncertain_band
+        return self.decided.uncertain
 
     @property
-    def verdict(self) -> str:
-        """What people are told, everywhere (page, batch table and CSV, REST, CLI table): the label, with
-        " (uncertain)" when fake_prob lies within the model's uncertain band of the threshold."""
-        return f"{self.label} (uncertain)" if self.uncertain else self.label
+    def headline(self) -> str:
+        """REAL, UNCERTAIN, FAKE or NO FACE: what every route shows first."""
+        return self.decided.headline
+
+    @property
+    def faces_found(self) -> int:
+        """Faces found; 0 when none was (and the whole image was scored instead)."""
+        return len(self.faces) if self.face_found else 0
+
+    def face_verdict(self, face: FaceResult) -> Verdict:
+        """One face judged by the image's threshold and band."""
+        return decide(face.fake_prob, self.threshold, self.uncertain_band)
 
     def as_dict(self, filename: str | None = None) -> dict:
-        row = {"fake_prob": round(self.fake_prob, 6), "real_prob": round(self.real_prob, 6), "label": self.label,
-               "verdict": self.verdict, "uncertain": self.uncertain, "threshold": self.threshold,
-               "face_found": self.face_found,
-               "faces": [{"box": f.box, "fake_prob": round(f.fake_prob, 6)} for f in self.faces]}
-        if filename is not None:
-            row = {"filename": filename, **row}
-        return row
+        """The JSON answer (REST, `fakeface predict`): `verdict` REAL/FAKE or null, `uncertain` beside it, the
+        `headline` the page shows, `faces_found`. Without a face: no verdict and no probabilities, a `message`,
+        and the whole image's score under its own name."""
+        row = {"verdict": self.verdict, "uncertain": self.uncertain if self.face_found else None,
+               "headline": self.headline, "fake_prob": None, "real_prob": None, "threshold": self.threshold,
+               "uncertain_band": self.uncertain_band, "faces_found": self.faces_found, "faces": []}
+        if self.face_found:
+            row.update(fake_prob=round(self.fake_prob, 6), real_prob=round(self.real_prob, 6),
+                       faces=[{"box": f.box, "fake_prob": round(f.fake_prob, 6)} for f in self.faces])
+        else:
+            row.update(message=NO_FACE_MESSAGE, whole_image_fake_prob=round(self.fake_prob, 6))
+        return {"filename": filename, **row} if filename is not None else row
 
 
 class Predictor:
@@ -161,14 +214,17 @@ class Predictor:
         return predictions
 
     def _prediction(self, found, logits, maps, threshold: float | None) -> Prediction:
-        """One image's Prediction from its crops' logits: its verdict follows its most-fake face."""
+        """One image's Prediction from its crops' logits: its verdict follows its most-fake face. Faces are
+        listed left to right, the order in which the page numbers them. Without a detector (--detector none)
+        every image is taken to be a face crop, so it gets a verdict."""
         probs = probabilities(logits, self.model.temperature)
         faces = [FaceResult(float(p), tuple(map(int, c.box[:4])) if c.box is not None else None, c.image, m)
                  for p, c, m in zip(probs, found, maps)]
+        faces.sort(key=lambda f: f.box[0] if f.box is not None else 0)
         return Prediction(fake_prob=max(f.fake_prob for f in faces),
                           threshold=self.threshold if threshold is None else float(threshold),
                           uncertain_band=self.model.uncertain_band, faces=faces,
-                          face_found=any(c.found for c in found))
+                          face_found=self.detector is None or any(c.found for c in found))
 
     def predict_file(self, source, threshold: float | None = None, heatmap: bool = False) -> Prediction:
         """Decode (path, bytes or file object) with the one safe loader, then classify."""

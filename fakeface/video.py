@@ -26,7 +26,7 @@ from typing import Callable, ContextManager, Iterator
 import numpy as np
 from PIL import Image
 
-from .errors import FakefaceError, TooLargeError
+from .errors import FakefaceError, TooLargeError, UnsupportedFormatError
 
 MAX_VIDEO_BYTES = 100 * 1024 * 1024
 MAX_DURATION_S = 300.0  # 5 minutes: a 10-minute clip is refused before decoding
@@ -168,8 +168,8 @@ class VideoReader:
             from .images import looks_like_image
 
             if looks_like_image(head):
-                raise FakefaceError(self._at + "this is a still image, not a video: analyse it as an image.")
-            raise FakefaceError(self._at + f"not a video, or not in a supported format ({SUPPORTED_TEXT}).")
+                raise UnsupportedFormatError(self._at + "this is a still image, not a video: analyse it as an image.")
+            raise UnsupportedFormatError(self._at + f"not a video, or not in a supported format ({SUPPORTED_TEXT}).")
         self.frames_decoded = 0  # by sample(): at most one keyframe interval per sampled frame
         self.packets_skipped = 0  # packets the decoder rejected (damaged data)
         # FFmpeg always gets a file object, never a name: a name would be read as a URL ("concat:", "http:").
@@ -533,43 +533,52 @@ class VideoPrediction:
         track = self.deciding_track
         return None if track is None else track.fake_prob
 
-    def _decision(self):
-        from .predictor import Prediction
+    def as_prediction(self):
+        """The clip's answer as an image's (predictor.Prediction, so the one verdict rule and every view of it
+        apply): the deciding track's score; no face, no verdict."""
+        from .predictor import Prediction  # here: the predictor imports torch, which `fakeface --help` need not
 
-        return Prediction(fake_prob=self.fake_prob, threshold=self.threshold, uncertain_band=self.uncertain_band)
-
-    @property
-    def label(self) -> str | None:
-        return self._decision().label if self.face_found else None
-
-    @property
-    def uncertain(self) -> bool:
-        return self._decision().uncertain if self.face_found else False
+        return Prediction(fake_prob=self.fake_prob or 0.0, threshold=self.threshold,
+                          uncertain_band=self.uncertain_band, face_found=self.face_found)
 
     @property
-    def verdict(self) -> str:
-        return self._decision().verdict if self.face_found else NO_FACE
+    def verdict(self) -> str | None:
+        """REAL or FAKE at the threshold; None when no face was found."""
+        return self.as_prediction().verdict
+
+    @property
+    def uncertain(self) -> bool | None:
+        return self.as_prediction().uncertain if self.face_found else None
+
+    @property
+    def headline(self) -> str:
+        """REAL, UNCERTAIN, FAKE or NO FACE, as for an image."""
+        return self.as_prediction().headline
 
     def as_dict(self, filename: str | None = None) -> dict:
+        """The JSON answer (REST, /predict_video): an image answer's fields (verdict, uncertain, headline,
+        fake_prob, faces_found = face tracks), then what was read, every track and every sampled frame."""
         fake = self.fake_prob
         row = {"filename": filename if filename is not None else self.info.name,
-               "verdict": self.label, "fake_prob": None if fake is None else round(fake, 6),
-               "real_prob": None if fake is None else round(1 - fake, 6), "uncertain": self.uncertain,
-               "threshold": self.threshold, "faces_found": len(self.tracks),
+               "verdict": self.verdict, "uncertain": self.uncertain, "headline": self.headline,
+               "fake_prob": None if fake is None else round(fake, 6),
+               "real_prob": None if fake is None else round(1 - fake, 6), "threshold": self.threshold,
+               "uncertain_band": self.uncertain_band, "faces_found": len(self.tracks),
                "duration": round(self.info.duration, 3), "frames_sampled": len(self.frames),
                "tracks": [t.as_dict() for t in self.tracks],
-               "frames": [{"t": f.t, "faces": [{"box": list(x.box), "fake_prob": round(x.fake_prob, 6),
+               "frames": [{"t": f.t, "faces": [{"box": [int(v) for v in x.box], "fake_prob": round(x.fake_prob, 6),
                                                 "track": x.track} for x in f.faces]} for f in self.frames]}
-        if not self.face_found:
-            row["message"] = NO_FACE_MESSAGE
+        notes = [] if self.face_found else [NO_FACE_MESSAGE]
         if self.info.truncated:
-            row["message"] = (f"Only the first {self.info.duration:.1f} s of {self.info.header_duration:.1f} s could "
-                              "be read (the file is truncated).")
+            notes.append(f"Only the first {self.info.duration:.1f} s of {self.info.header_duration:.1f} s could be "
+                         "read (the file is truncated).")
+        if notes:
+            row["message"] = " ".join(notes)
         return row
 
 
-NO_FACE = "no face found"
-NO_FACE_MESSAGE = "No face was found in the sampled frames, so there is no verdict: the model judges faces only."
+NO_FACE_MESSAGE = ("No face was found in the sampled frames, so there is no verdict: the model judges faces only. "
+                   "Try a clip where a face is clearly visible.")
 
 
 def analyse_video(predictor, source, frames: int = DEFAULT_FRAMES, threshold: float | None = None,
@@ -590,7 +599,9 @@ def analyse_video(predictor, source, frames: int = DEFAULT_FRAMES, threshold: fl
         for order, frame in enumerate(reader.sample(frames)):
             with slot():
                 pred = predictor.predict_image(frame.image, threshold=threshold)
-            faces = [(f.box, f.fake_prob) for f in pred.faces if f.box is not None] if pred.face_found else []
+            # Without a detector (backend "none") the whole frame is the face: its box is the frame.
+            whole = (0, 0, *frame.image.size)
+            faces = [(f.box or whole, f.fake_prob) for f in pred.faces] if pred.face_found else []
             scored.append((frame.t, faces))
             if faces and keep > 0:
                 item = (max(p for _, p in faces), order, frame, pred)

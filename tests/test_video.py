@@ -267,11 +267,12 @@ def test_the_clip_follows_its_most_suspicious_counted_track():
     result = video._assemble(None, scored, threshold=0.5, band=0.1)
     assert [len(t.probs) for t in result.tracks] == [6, 6, 1]
     assert [t.counted for t in result.tracks] == [True, True, False]
-    assert result.deciding_track.id == 1 and result.fake_prob == pytest.approx(0.9) and result.label == "FAKE"
+    assert result.deciding_track.id == 1 and result.fake_prob == pytest.approx(0.9) and result.verdict == "FAKE"
     alone = video._assemble(None, [(0, [((0, 0, 40, 40), 0.55)]), (1, [])], threshold=0.5, band=0.1)
-    assert alone.tracks[0].counted and alone.verdict == "FAKE (uncertain)"
+    assert alone.tracks[0].counted and (alone.verdict, alone.uncertain, alone.headline) == ("FAKE", True, "UNCERTAIN")
     nobody = video._assemble(None, [(0, []), (1, [])], threshold=0.5, band=0.1)
-    assert (nobody.face_found, nobody.fake_prob, nobody.label, nobody.verdict) == (False, None, None, "no face found")
+    assert (nobody.face_found, nobody.fake_prob, nobody.verdict, nobody.uncertain, nobody.headline) == (
+        False, None, None, None, "NO FACE")
 
 
 # ------------------------------------------------------------------------------------------------ scoring
@@ -309,8 +310,8 @@ def test_the_shipped_model_finds_the_composite_in_the_example_clip():
     result = analyse_video(predictor, EXAMPLES / "composite_beside_real_pan.mp4", frames=8)
     real, fake = sorted(result.tracks, key=lambda t: t.fake_prob)
     assert len(result.tracks) == 2 and real.fake_prob < predictor.threshold < fake.fake_prob
-    assert result.deciding_track is fake and result.label == "FAKE"
-    assert analyse_video(predictor, EXAMPLES / "grace_hopper_pan.mp4", frames=8).label == "REAL"
+    assert result.deciding_track is fake and result.verdict == "FAKE"
+    assert analyse_video(predictor, EXAMPLES / "grace_hopper_pan.mp4", frames=8).verdict == "REAL"
 
 
 # ------------------------------------------------------------------------------------------------ CLI
@@ -327,9 +328,11 @@ def test_predict_takes_videos_beside_images(tiny_dir, clips, tmp_path, capsys):
                  "--format", "jsonl", "--output", str(out), "--quiet", "--workers", "0"])
     assert code == 1  # the broken clip
     rows = {Path(r["path"]).name: r for r in map(json.loads, out.read_text().splitlines())}
-    assert rows["pair.mp4"]["kind"] == "video" and rows["pair.mp4"]["faces"] == 2 and rows["pair.mp4"]["frames"] == 3
-    assert rows["hopper.webm"]["faces"] == 1 and rows["hopper.webm"]["label"] in ("REAL", "FAKE")
-    assert "kind" not in rows["still.mp4"] and rows["still.mp4"]["faces"] == 1  # the image route answered
+    pair_row = rows["pair.mp4"]
+    assert pair_row["kind"] == "video" and pair_row["faces_found"] == 2 and pair_row["frames_sampled"] == 3
+    assert len(pair_row["tracks"]) == 2 and "frames" not in pair_row
+    assert rows["hopper.webm"]["faces_found"] == 1 and rows["hopper.webm"]["verdict"] in ("REAL", "FAKE")
+    assert "kind" not in rows["still.mp4"] and rows["still.mp4"]["faces_found"] == 1  # the image route answered
     assert "truncated or corrupt" in rows["broken.mp4"]["error"]
     with pytest.raises(SystemExit):
         main(["predict", str(clips["pair"]), "--frames", "65"])

@@ -63,10 +63,15 @@ def test_a_clip_without_faces_has_no_verdict(predictor, tmp_path):
     blank = pan_zoom_clip(Image.new("RGB", (320, 240), (90, 120, 150)), tmp_path / "sky.webm", size=(160, 120),
                           seconds=1.0, fps=8)
     result = analyse_video(predictor, blank, frames=4)
-    assert video_ui.verdict_label(result) == {"label": "no face found", "confidences": {}}
-    assert video_ui.video_summary(result).startswith("**No face found**")
+    label, scale, summary, figure = video_ui.render_clip(result)
+    assert label == {"label": "NO FACE", "confidences": {}} and "NO FACE FOUND" in scale
+    assert summary.startswith("**No verdict.** No face was found in the sampled frames")
     assert video_ui.suspicious_gallery(result) == []
-    assert video_ui.timeline_figure(result).axes[0].texts[0].get_text() == "no face found"
+    assert figure.axes[0].texts[0].get_text() == "no face found"
+    answer = result.as_dict()
+    assert (answer["verdict"], answer["uncertain"], answer["headline"], answer["fake_prob"], answer["faces_found"]) == (
+        None, None, "NO FACE", None, 0)
+    assert answer["message"].startswith("No face was found in the sampled frames")
 
 
 # --------------------------------------------------------------------------------------- gradio_client API
@@ -85,8 +90,8 @@ def test_predict_video_endpoint(client, clip):
 def test_analyse_video_endpoint_returns_what_the_tab_shows(client, clip):
     from gradio_client import handle_file
 
-    label, summary, plot, gallery = client.predict(handle_file(str(clip)), 0.5, 4, api_name="/analyse_video")
-    assert label["label"] in ("REAL", "FAKE", "REAL (uncertain)", "FAKE (uncertain)")
+    label, scale, summary, plot, gallery = client.predict(handle_file(str(clip)), 0.5, 4, api_name="/analyse_video")
+    assert label["label"] in ("REAL", "FAKE", "UNCERTAIN") and "Fake probability" in scale
     assert "4 frames sampled" in summary and plot is not None and len(gallery) >= 2
 
 
@@ -137,7 +142,8 @@ def test_rest_predict_video(url, predictor, clip):
     assert body["filename"] == "two people.mp4" and body["threshold"] == 0.3 and body["frames_sampled"] == 6
     assert body["model"] == predictor.source.describe()
     assert body["verdict"] == ("FAKE" if body["fake_prob"] >= 0.3 else "REAL")
-    assert isinstance(body["uncertain"], bool) and len(body["tracks"]) == 2
+    assert isinstance(body["uncertain"], bool) and body["headline"] in ("REAL", "FAKE", "UNCERTAIN")
+    assert body["faces_found"] == len(body["tracks"]) == 2
     frame = body["frames"][0]
     assert set(frame) == {"t", "faces"} and len(frame["faces"]) == 2
     assert len(frame["faces"][0]["box"]) == 4 and 0 <= frame["faces"][0]["fake_prob"] <= 1
@@ -157,7 +163,7 @@ def test_rest_predict_video_checks_its_fields(url, clip, fields, status, message
 
 def test_rest_predict_video_bad_files(url, clip):
     still = _post(url, "photo.mp4", (EXAMPLES / "grace_hopper.jpg").read_bytes())
-    assert still.status_code == 400 and still.json() == {
+    assert still.status_code == 415 and still.json() == {
         "error": "photo.mp4: this is a still image, not a video: analyse it as an image.", "filename": "photo.mp4"}
     cut = _post(url, "cut.mp4", clip.read_bytes()[:5000])
     assert cut.status_code == 400 and "truncated or corrupt" in cut.json()["error"]

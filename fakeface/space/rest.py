@@ -8,17 +8,19 @@ import asyncio
 import logging
 import tempfile
 from concurrent.futures import Future
+from typing import Literal
 
 import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 
-from ..errors import FakefaceError, TooLargeError
+from ..errors import FakefaceError, TooLargeError, UnsupportedFormatError
 from ..images import MAX_FILE_BYTES, check_file_size
 from ..predictor import Predictor
 from ..video import DEFAULT_FRAMES, MAX_FRAMES, MAX_VIDEO_BYTES, analyse_video, check_frame_count
-from .serving import ModelGate, checked_threshold, error_response, face_count, printable
+from .serving import REST_MAX_PER_CLIENT, ClientLimit, ModelGate, checked_threshold, error_response, printable
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +32,7 @@ _FORM_OVERHEAD = 64 * 1024  # multipart headers and the threshold field on top o
 REST_MAX_BODY = MAX_FILE_BYTES + _FORM_OVERHEAD
 REST_VIDEO_MAX_BODY = MAX_VIDEO_BYTES + _FORM_OVERHEAD
 _SPOOL_BYTES = 1024 * 1024  # a body or file part stays in memory up to this size, then goes to a temporary file
+
 
 def _form_schema(file_kinds: str, **extra_fields) -> dict:
     """The multipart form, for the OpenAPI page: the routes read the raw body themselves (to count it), so
@@ -47,19 +50,124 @@ _OPENAPI_VIDEO_BODY = _form_schema("MP4, MOV, WebM, MKV or AVI", frames={
     "description": "frames sampled evenly over the clip"})
 
 
+# ------------------------------------------------------------------------------- the contract, for OpenAPI
+
+
+class FaceAnswer(BaseModel):
+    box: list[int] = Field(description="x0, y0, x1, y1 in the upright image's pixels")
+    fake_prob: float
+
+
+class Answer(BaseModel):
+    """200: the seed's {filename, real_prob, fake_prob, verdict}, and what else a client needs."""
+
+    filename: str
+    verdict: Literal["REAL", "FAKE"] | None = Field(
+        description="the decision at the threshold; null when no face was found (no verdict)")
+    uncertain: bool | None = Field(
+        description="true when fake_prob is within uncertain_band of the threshold; null without a face")
+    headline: Literal["REAL", "UNCERTAIN", "FAKE", "NO FACE"] = Field(
+        description="what the page shows: UNCERTAIN when `uncertain`, NO FACE when `verdict` is null")
+    fake_prob: float | None = Field(description="the most-fake face's probability; null without a face")
+    real_prob: float | None = Field(description="1 - fake_prob; null without a face")
+    threshold: float
+    uncertain_band: float
+    faces_found: int = Field(description="faces found (0: no verdict)")
+    faces: list[FaceAnswer] = Field(description="every face found, left to right")
+    message: str | None = Field(None, description="only without a face: why there is no verdict")
+    whole_image_fake_prob: float | None = Field(
+        None, description="only without a face: the whole image's score, outside what the model was trained "
+                          "for; not a verdict")
+    model: str = Field(description="the model that answered")
+
+
+class ErrorAnswer(BaseModel):
+    error: str = Field(description="one sentence: what went wrong and what to do")
+    filename: str | None = Field(None, description="the file's name, when the error is about the file")
+
+
+_ERRORS = {
+    400: "the body is not a readable multipart form, or the image is truncated or corrupt",
+    408: "the request body did not arrive within the time limit",
+    413: "the file is over the byte or pixel limit",
+    415: "the body is not a form (multipart/form-data), or the file is not an image in an accepted format",
+    422: "the form has no 'file' field, or the threshold is not a number from 0 to 1",
+    429: f"this client already has {REST_MAX_PER_CLIENT} requests in the server; retry after Retry-After seconds",
+    500: "a bug of ours (logged)",
+    503: "the server is busy; retry after Retry-After seconds",
+    504: "classifying took longer than the time limit",
+}
+RESPONSES = {200: {"model": Answer, "description": "the answer (verdict null when no face was found)"},
+             **{code: {"model": ErrorAnswer, "description": text} for code, text in _ERRORS.items()}}
+
+
+class TrackAnswer(BaseModel):
+    id: int = Field(description="the track's number (0 first); frames[].faces[].track refers to it")
+    fake_prob: float = Field(description="the robust mean of its frames' scores (a fifth left out at each end)")
+    frames: int = Field(description="sampled frames it is seen in")
+    counted: bool = Field(description="seen in enough frames to decide the clip")
+    first_t: float
+    last_t: float
+
+
+class VideoFaceAnswer(FaceAnswer):
+    track: int
+
+
+class FrameAnswer(BaseModel):
+    t: float = Field(description="seconds from the clip's first frame")
+    faces: list[VideoFaceAnswer]
+
+
+class VideoAnswer(BaseModel):
+    """200: the clip's verdict (as an image's: it follows the most suspicious face track), every track and every
+    sampled frame."""
+
+    filename: str
+    verdict: Literal["REAL", "FAKE"] | None = Field(description="null when no face was found in the sampled frames")
+    uncertain: bool | None
+    headline: Literal["REAL", "UNCERTAIN", "FAKE", "NO FACE"]
+    fake_prob: float | None = Field(description="the deciding track's score; null without a face")
+    real_prob: float | None
+    threshold: float
+    uncertain_band: float
+    faces_found: int = Field(description="face tracks (people) found: 0 means no verdict")
+    duration: float = Field(description="seconds of video read")
+    frames_sampled: int
+    tracks: list[TrackAnswer]
+    frames: list[FrameAnswer]
+    message: str | None = Field(None, description="why there is no verdict, or that the file was truncated")
+    model: str
+
+
+_VIDEO_ERRORS = {
+    **_ERRORS,
+    400: "the body is not a readable multipart form, or the clip is truncated, corrupt or a still image",
+    413: "the file is over the byte limit, or the clip over the duration or frame-size limit",
+    415: "the body is not a form (multipart/form-data), or the file is not a video in an accepted container",
+    422: "the form has no 'file' field, the threshold is not a number from 0 to 1, or frames not from 1 to "
+         f"{MAX_FRAMES}",
+    504: "analysing the clip took longer than the time limit",
+}
+VIDEO_RESPONSES = {200: {"model": VideoAnswer, "description": "the answer (verdict null when no face was found)"},
+                   **{code: {"model": ErrorAnswer, "description": text} for code, text in _VIDEO_ERRORS.items()}}
+
+
 def rest_router(predictor: Predictor, model_name: str, gate: ModelGate) -> APIRouter:
-    """`POST /api/v1/predict`: multipart `file` (+ optional `threshold`) -> JSON (Prediction.as_dict with
-    `filename`, plus `faces_found` and `model`); `POST /api/v1/predict_video`: the same for a clip (+ optional
-    `frames`) -> VideoPrediction.as_dict. 4xx JSON for bad input, 503 + Retry-After when busy, 504 past the time
-    limit. Any other form field (a model id, a path) is ignored: the model is the server's, chosen at start.
-    `gate`: the server's one ModelGate, shared with the Gradio events."""
+    """`POST /api/v1/predict`: multipart `file` (+ optional `threshold`) -> JSON (`Answer`: Prediction.as_dict
+    with `filename` and `model`); `POST /api/v1/predict_video`: a clip (+ optional `threshold`, `frames`) ->
+    JSON (`VideoAnswer`: VideoPrediction.as_dict with `model`); the error codes in `RESPONSES` /
+    `VIDEO_RESPONSES`, each with an `ErrorAnswer`. Any other form field (a model id, a path) is ignored: the
+    model is the server's, chosen at start. `gate`: the server's one ModelGate, shared with the Gradio events."""
     router = APIRouter()
+    clients = ClientLimit(REST_MAX_PER_CLIENT)  # one count per client over both routes
     # Limits are read when the router is made (so tests can shorten them).
     image_route = _Route(REST_MAX_BODY, MAX_FILE_BYTES, REST_TIME_LIMIT_S, "the image", "try a smaller image")
     video_route = _Route(REST_VIDEO_MAX_BODY, MAX_VIDEO_BYTES, REST_VIDEO_TIME_LIMIT_S, "the clip",
                          "send a shorter clip or fewer frames")
 
-    @router.post(REST_PATH, openapi_extra=_OPENAPI_BODY, summary="Classify one image as REAL or FAKE")
+    @router.post(REST_PATH, openapi_extra=_OPENAPI_BODY, responses=RESPONSES,
+                 summary="Classify one image: REAL or FAKE (or no verdict without a face)")
     async def predict(request: Request):
         def prepare(upload: UploadFile, threshold: float | None):
             data = upload.file.read(MAX_FILE_BYTES + 1)
@@ -67,12 +175,12 @@ def rest_router(predictor: Predictor, model_name: str, gate: ModelGate) -> APIRo
             return lambda: predictor.predict_file(data, threshold=threshold, heatmap=False)
 
         def reply(pred, filename: str) -> dict:
-            return {**pred.as_dict(filename), "faces_found": face_count(pred), "model": model_name}
+            return {**pred.as_dict(filename), "model": model_name}
 
-        return await _answer(request, gate, image_route, _threshold_field, prepare, reply)
+        return await _answer(request, gate, clients, image_route, _threshold_field, prepare, reply)
 
-    @router.post(REST_VIDEO_PATH, openapi_extra=_OPENAPI_VIDEO_BODY,
-                 summary="Classify the faces of a video clip as REAL or FAKE")
+    @router.post(REST_VIDEO_PATH, openapi_extra=_OPENAPI_VIDEO_BODY, responses=VIDEO_RESPONSES,
+                 summary="Classify the faces of a video clip: REAL or FAKE (or no verdict without a face)")
     async def predict_video(request: Request):
         def fields(form) -> dict:
             frames = form.get("frames")
@@ -86,7 +194,7 @@ def rest_router(predictor: Predictor, model_name: str, gate: ModelGate) -> APIRo
         def reply(result, filename: str) -> dict:
             return {**result.as_dict(filename), "model": model_name}
 
-        return await _answer(request, gate, video_route, fields, prepare, reply)
+        return await _answer(request, gate, clients, video_route, fields, prepare, reply)
 
     return router
 
@@ -106,14 +214,26 @@ def _threshold_field(form) -> dict:
     return {"threshold": checked_threshold(form.get("threshold"))}
 
 
-async def _answer(request: Request, gate: ModelGate, route: _Route, fields, prepare, reply):
-    """The one way a REST request goes: declared size, a place at the gate, the body (counted, spooled), the
-    form, `fields(form)` (the form's other fields, checked: FakefaceError is a 422), `prepare(upload,
-    **fields)` (checks the file: FakefaceError is a 400 or 413) giving the computation, run on the gate's pool
-    within the time limit, then `reply(result, filename)`; every failure as JSON."""
+async def _answer(request: Request, gate: ModelGate, clients: ClientLimit, route: _Route, fields, prepare, reply):
+    """The one way a REST request goes: declared size, the client's limit, a place at the gate, the body
+    (counted, spooled), the form, `fields(form)` (the form's other fields, checked: FakefaceError is a 422),
+    `prepare(upload, **fields)` (checks the file: FakefaceError is a 400, 413 or 415) giving the computation,
+    run on the gate's pool within the time limit, then `reply(result, filename)`; every failure as JSON."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > route.max_body:
         return route.too_large()
+    client = ClientLimit.client_of(request.headers, request.client.host if request.client else None)
+    if not clients.try_enter(client):
+        return error_response(429, f"too many requests at once from this client (limit "
+                                   f"{REST_MAX_PER_CLIENT}); retry in a few seconds.")
+    try:
+        return await _admitted(request, gate, route, fields, prepare, reply)
+    finally:
+        clients.leave(client)
+
+
+async def _admitted(request: Request, gate: ModelGate, route: _Route, fields, prepare, reply):
+    """_answer past the client's limit: the gate, the body, the form, the work."""
     if not gate.try_enter():
         return error_response(503, "the server is busy; retry in a few seconds.")
     handed_over = False  # once the work is submitted, its end gives the place back
@@ -175,7 +295,9 @@ def _close_when_done(form, work: Future | None) -> None:
 
 
 def _status_for(exc: FakefaceError) -> int:
-    return 413 if isinstance(exc, TooLargeError) else 400
+    if isinstance(exc, TooLargeError):
+        return 413
+    return 415 if isinstance(exc, UnsupportedFormatError) else 400
 
 
 async def _read_body(request: Request, limit: int):
@@ -200,6 +322,10 @@ async def _parse_form(request: Request, body, what: str):
         chunk = body.read(_SPOOL_BYTES)
         return {"type": "http.request", "body": chunk, "more_body": len(chunk) == _SPOOL_BYTES}
 
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind not in ("multipart/form-data", "application/x-www-form-urlencoded"):  # a form without a file: 422
+        body.close()
+        return error_response(415, f"send {what} as multipart/form-data in a field named 'file'.")
     try:
         form = await Request(request.scope, replay).form(max_files=1, max_fields=8)
     except Exception:  # noqa: BLE001 - any parse failure is the client's body, not our bug

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import nullcontext
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import gradio as gr
@@ -14,10 +15,10 @@ from PIL import Image, ImageDraw
 
 from ..errors import FakefaceError
 from ..predictor import Predictor
-from ..video import DEFAULT_FRAMES, MAX_FRAMES, VideoPrediction, analyse_video, check_frame_count
+from ..video import DEFAULT_FRAMES, MAX_FRAMES, NO_FACE_MESSAGE, VideoPrediction, analyse_video, check_frame_count
 from .guard import event_path
 from .serving import ModelGate, checked_threshold
-from .ui import heatmap_overlay
+from .ui import heatmap_overlay, label_value, verdict_scale
 from .uploads import UploadRefused
 
 log = logging.getLogger(__name__)
@@ -31,31 +32,60 @@ VIDEO_ABOUT = (
     "lip-sync and motion are not examined, so a fake voice or a re-timed clip goes unnoticed.")
 
 
+# What the tab shows for one clip, in the order of the /analyse_video outputs (then the kept result).
+VIDEO_OUTPUTS = ("label", "scale", "summary", "timeline", "frames")
+
+
+@dataclass
+class KeptClip:
+    """One analysed clip, kept in the page's session so a new threshold needs no model run."""
+
+    path: str  # the upload it came from (its name holds a hash of its content)
+    frames: int
+    result: VideoPrediction  # without its suspicious frames: the gallery already shows them
+
+
 class VideoEvents:
     """The Video tab's event functions for one demo, model and gate (their parameter names are the API's)."""
 
     def __init__(self, demo: gr.Blocks, predictor: Predictor, gate: ModelGate):
         self.demo, self.predictor, self.gate = demo, predictor, gate
 
-    def analyse_video(self, video, threshold, frames, progress=gr.Progress()):
-        """/analyse_video: everything the tab shows (verdict, summary, timeline, suspicious frames)."""
+    def analyse_video(self, video, threshold, frames, kept=None, progress=gr.Progress()):
+        """/analyse_video: everything the tab shows (VIDEO_OUTPUTS), then the result kept for `rethreshold`.
+        The clip `kept` came from is not run again for the same number of frames."""
         try:
             path = event_path(self.demo, video)
         except UploadRefused as exc:
-            return _failure(str(exc))
+            return (*_failure(str(exc)), None)
         if not path:
-            return None, "Upload a video clip to analyse it.", None, gr.update(value=None, visible=False)
+            return (*_cleared("Upload a video clip, or pick an example, to analyse it."), None)
         try:
+            frames = check_frame_count(DEFAULT_FRAMES if frames in (None, "") else frames)
+            if kept is not None and (kept.path, kept.frames) == (path, frames):
+                return (*render_clip(kept.result, checked_threshold(threshold)), gr.skip(), kept)
             result = score_clip(self.predictor, path, threshold, frames, self.gate, heatmaps=True,
                                 progress=_reporter(progress))
         except FakefaceError as exc:
-            return _failure(str(exc))
+            return (*_failure(str(exc)), None)
         except Exception:  # a bug of ours: the user gets a sentence, the log gets the traceback
             log.exception("video analysis failed")
-            return _failure("Something went wrong while analysing this clip; it has been logged. Try another clip.")
+            return (*_failure("Something went wrong while analysing this clip; it has been logged. Try another "
+                              "clip."), None)
         gallery = suspicious_gallery(result)
-        return (verdict_label(result), video_summary(result), timeline_figure(result),
-                gr.update(value=gallery, visible=bool(gallery)))
+        kept = KeptClip(path, frames, replace(result, suspicious=[]))
+        return (*render_clip(result), gr.update(value=gallery, visible=bool(gallery)), kept)
+
+    @staticmethod
+    def rethreshold(kept, threshold):
+        """The tab's answer for a new threshold, from the kept result: no model run."""
+        if kept is None:
+            return tuple(gr.skip() for _ in VIDEO_OUTPUTS[:-1])
+        try:
+            return render_clip(kept.result, checked_threshold(threshold))
+        except FakefaceError as exc:
+            gr.Warning(str(exc))
+            return tuple(gr.skip() for _ in VIDEO_OUTPUTS[:-1])
 
     def predict_video(self, video, threshold, frames, progress=gr.Progress()):
         """/predict_video: the verdict with every track's and every sampled frame's scores, as JSON."""
@@ -79,14 +109,20 @@ def _reporter(progress):
     return (lambda done, total: progress((done, total), desc="Scoring frames", unit="frames")) if progress else None
 
 
-def _failure(message: str):
+def _cleared(message: str) -> tuple:
+    hidden = gr.update(value=None, visible=False)
+    return None, "", message, None, hidden
+
+
+def _failure(message: str) -> tuple:
     gr.Warning(message)
-    return None, f"**Could not analyse this clip.** {message}", None, gr.update(value=None, visible=False)
+    return _cleared(f"**Could not analyse this clip.** {message}")
 
 
 def score_clip(predictor: Predictor, path: str, threshold, frames, gate: ModelGate | None, heatmaps: bool = False,
                progress=None) -> VideoPrediction:
-    """analyse_video on an upload, named by its base name in messages, each frame's model call in a gate slot."""
+    """analyse_video on an upload, named by its base name in messages, each frame's model call in a gate slot
+    (so a long clip does not hold the model between frames)."""
     threshold = checked_threshold(threshold)
     frames = check_frame_count(DEFAULT_FRAMES if frames in (None, "") else frames)
     try:
@@ -101,29 +137,39 @@ def score_clip(predictor: Predictor, path: str, threshold, frames, gate: ModelGa
 # ---------------------------------------------------------------------------------------------- the views
 
 
-def verdict_label(result: VideoPrediction) -> dict:
-    """What a components.VerdictLabel shows: the clip's verdict over both classes' probabilities."""
-    if not result.face_found:
-        return {"label": result.verdict, "confidences": {}}
-    return {"label": result.verdict, "confidences": {"FAKE": result.fake_prob, "REAL": 1 - result.fake_prob}}
+def render_clip(result: VideoPrediction, threshold: float | None = None) -> tuple:
+    """VIDEO_OUTPUTS but the frames, judged at `threshold` (None: the one it was analysed with): the image
+    page's label and verdict scale on the clip's score, the summary and the timeline."""
+    if threshold is not None:
+        result = replace(result, threshold=threshold)
+    pred = result.as_prediction()
+    return label_value(pred), verdict_scale(pred), video_summary(result), timeline_figure(result)
 
 
 def video_summary(result: VideoPrediction) -> str:
+    """The headline in words: the clip's score against the threshold and band, which track decides, what was
+    read, and what video analysis leaves out."""
     info = result.info
-    lines = [f"{len(result.frames)} frames sampled from {info.duration:.1f} s ({info.width}x{info.height} "
-             f"{info.codec})."]
+    read = (f"{len(result.frames)} frames sampled from {info.duration:.1f} s ({info.width}x{info.height} "
+            f"{info.codec}).")
     if not result.face_found:
-        lines.insert(0, "**No face found** in the sampled frames, so there is no verdict: the model judges faces "
-                        "only.")
+        lines = [f"**No verdict.** {NO_FACE_MESSAGE}", read]
     else:
         track = result.deciding_track
-        lead = (f"**Uncertain, leans {result.label}.**" if result.uncertain else f"**{result.label}.**")
-        lines.insert(0, f"{lead} Fake probability {result.fake_prob:.2f} (threshold {result.threshold:.2f}, uncertain "
-                        f"within ±{result.uncertain_band:.2f}), from face track {track.id + 1}: the robust mean of "
-                        f"its {len(track.probs)} sampled frames (the highest and lowest fifth left out).")
-        lines.append(f"{len(result.tracks)} face track(s); the clip's verdict follows the most suspicious one."
-                     + ("" if all(t.counted for t in result.tracks) else
-                        " Tracks seen in too few frames to decide are drawn dotted on the timeline."))
+        p, t, band = result.fake_prob, result.threshold, result.uncertain_band
+        if result.uncertain:
+            lead = f"**Uncertain (leans {result.verdict}).** Fake probability {p:.2f} is within ±{band:.2f} of the " \
+                   f"threshold {t:.2f}: the model cannot tell reliably."
+        else:
+            side = "at or above" if result.verdict == "FAKE" else "below"
+            lead = f"**{result.verdict}.** Fake probability {p:.2f} is {side} the threshold {t:.2f}, outside the " \
+                   f"uncertain band (±{band:.2f})."
+        lines = [lead + f" It is face track {track.id + 1}'s score: the mean of its {len(track.probs)} sampled "
+                        "frames, the highest and lowest fifth left out.", read,
+                 f"{len(result.tracks)} face track(s), one per person followed from frame to frame; the clip's "
+                 "verdict follows the most suspicious one."
+                 + ("" if all(t.counted for t in result.tracks) else
+                    " Tracks seen in too few frames to decide are dotted on the timeline.")]
     if info.truncated:
         lines.append(f"Only the first {info.duration:.1f} s of {info.header_duration:.1f} s could be read: the file "
                      "is truncated.")
