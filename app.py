@@ -83,9 +83,9 @@ def build_demo(predictor: Predictor, gate: ModelGate) -> gr.Blocks:
     default = round(predictor.threshold, 2)
     band = predictor.model.uncertain_band
 
-    def threshold_slider():
+    def threshold_slider(elem_id: str | None = None):
         return gr.Slider(0.0, 1.0, value=default, step=0.01, label="Threshold on the fake probability",
-                         info=f"Default {default:.2f} from the model's calibration; scores within ±{band:.2f} of "
+                         elem_id=elem_id, info=f"Default {default:.2f} from the model's calibration; scores within ±{band:.2f} of "
                               "it are UNCERTAIN. Drag, or type a value.")
 
     # delete_cache sweeps, by age, what no event deletes: the page's own image (kept to re-analyse it).
@@ -131,7 +131,7 @@ def build_demo(predictor: Predictor, gate: ModelGate) -> gr.Blocks:
             with gr.Row():
                 with gr.Column():
                     video = gr.Video(sources=["upload"], label="Video clip", elem_id="video-input")
-                    video_threshold = threshold_slider()
+                    video_threshold = threshold_slider("video-threshold")
                     video_frames = gr.Slider(1, MAX_FRAMES, value=DEFAULT_FRAMES, step=1, label="Frames to sample",
                                              info=video_ui.FRAMES_INFO)
                     video_button = gr.Button("Analyse clip", variant="primary", elem_id="video-button")
@@ -142,7 +142,7 @@ def build_demo(predictor: Predictor, gate: ModelGate) -> gr.Blocks:
                     video_summary = gr.Markdown(label="Summary", elem_id="video-summary")
                     timeline = gr.Plot(label="Fake probability over time, per face track", elem_id="video-timeline")
             suspicious = gr.Gallery(label="Most suspicious frames (faces boxed, then their heat maps)", columns=4,
-                                    visible=False, elem_id="video-frames")
+                                    object_fit="contain", visible=False, elem_id="video-frames")
             kept_clip = gr.State(None)  # the last clip's scores, so a new threshold re-reads them
 
         events = ui.Events(demo, predictor, gate)

@@ -191,7 +191,7 @@ def timeline_figure(result: VideoPrediction) -> Figure:
                 linestyle="-" if track.counted else ":",
                 label=f"track {track.id + 1} (mean {track.fake_prob:.2f})")
     ax.set_xlim(0, max(result.info.duration, 1e-3))
-    ax.set_ylim(0, 1)
+    ax.set_ylim(-0.03, 1.03)  # markers at 0 or 1 stay whole
     ax.set_xlabel("time in the clip (s)")
     ax.set_ylabel("fake probability")
     if not result.tracks:
