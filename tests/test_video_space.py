@@ -185,3 +185,13 @@ def test_rest_predict_video_refuses_an_oversize_body_before_reading_it(url):
     answer = connection.getresponse()
     assert answer.status == 413 and b"too large" in answer.read()
     connection.close()
+
+
+def test_rest_predict_video_contract_is_in_the_openapi_schema(url):
+    from fakeface.space import rest
+
+    schema = httpx.get(f"{url}/api/v1/openapi.json", timeout=30).json()
+    route = schema["paths"][rest.REST_VIDEO_PATH]["post"]
+    assert {"200", "400", "413", "415", "422", "429", "503", "504"} <= set(route["responses"])
+    answer = schema["components"]["schemas"]["VideoAnswer"]["properties"]
+    assert {"filename", "verdict", "fake_prob", "uncertain", "tracks", "frames", "faces_found"} <= set(answer)
