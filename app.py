@@ -6,8 +6,10 @@ when no model (or its backbone) can be had, it exits with one sentence saying wh
 build the same app around their own Predictor with `create_app(predictor)`.
 
 Gradio API endpoints (gradio_client): /predict (image -> a label headed REAL, UNCERTAIN, FAKE or NO FACE),
-/analyse (everything the page shows), /predict_batch (files or .zip -> table and CSV). REST: POST
-/api/v1/predict (fakeface/space/rest.py). This file is layout and wiring: what the events do is in fakeface/space/ui.py, which files they may name in
+/analyse (everything the page shows), /predict_batch (files or .zip -> table and CSV), /predict_video (clip ->
+verdict, tracks and frames as JSON), /analyse_video (everything the Video tab shows). REST: POST /api/v1/predict
+and /api/v1/predict_video (fakeface/space/rest.py). This file is layout and wiring: what the events do is in
+fakeface/space/ui.py and video_ui.py, which files they may name in
 fakeface/space/guard.py and uploads.py, the one ModelGate for every route in fakeface/space/serving.py.
 """
 
@@ -27,11 +29,12 @@ from fastapi import FastAPI
 from fakeface.images import IMAGE_SUFFIXES
 from fakeface.predictor import Predictor
 from fakeface.publish import PIN_FILE
-from fakeface.space import serving, startup, ui
+from fakeface.video import DEFAULT_FRAMES, MAX_FRAMES, VIDEO_SUFFIXES
+from fakeface.space import serving, startup, ui, video_ui
 from fakeface.space.batch import BATCH_COLUMNS, MAX_BATCH_BYTES, MAX_BATCH_FILES
 from fakeface.space.components import VerdictLabel
 from fakeface.space.guard import guard_file_inputs
-from fakeface.space.rest import REST_MAX_BODY, REST_PATH, rest_router
+from fakeface.space.rest import REST_MAX_BODY, REST_PATH, REST_VIDEO_MAX_BODY, REST_VIDEO_PATH, rest_router
 from fakeface.space.serving import BodyLimit, ModelGate
 from fakeface.space.uploads import UploadClaims, UploadTracker
 
@@ -48,7 +51,7 @@ MAX_OTHER_BODY = 16 * 1024 * 1024  # JSON event payloads carry file references, 
 # One per process, like Gradio's upload folder: which session may use an upload, and when it is deleted.
 UPLOADS = UploadTracker()
 # Events that delete their uploads when done: an API call, unlike the page, never comes back for the same file.
-RELEASING_EVENTS = ("predict", "predict_batch")
+RELEASING_EVENTS = ("predict", "predict_batch", "predict_video")
 StartupError = startup.StartupError  # what start_predictor raises
 
 
@@ -66,11 +69,17 @@ def start_predictor() -> Predictor:
     return startup.start_predictor(model_spec())
 
 
-def example_files() -> list[str]:
-    """Whatever example images are in examples/ when the app starts."""
+def example_files(suffixes=IMAGE_SUFFIXES) -> list[str]:
+    """Whatever example images (or, given VIDEO_SUFFIXES, clips) are in examples/ when the app starts."""
     if not EXAMPLES_DIR.is_dir():
         return []
-    return [str(p) for p in sorted(EXAMPLES_DIR.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
+    return [str(p) for p in sorted(EXAMPLES_DIR.iterdir()) if p.suffix.lower() in suffixes]
+
+
+def add_examples(component, paths: list[str], label: str, elem_id: str) -> None:
+    """A gr.Examples row of thumbnails for `component` (nothing when there are no files)."""
+    if paths:
+        gr.Examples(examples=[[p] for p in paths], inputs=[component], label=label, elem_id=elem_id)
 
 
 def build_demo(predictor: Predictor, gate: ModelGate) -> gr.Blocks:
@@ -78,9 +87,9 @@ def build_demo(predictor: Predictor, gate: ModelGate) -> gr.Blocks:
     default = round(predictor.threshold, 2)
     band = predictor.model.uncertain_band
 
-    def threshold_slider():
+    def threshold_slider(elem_id: str | None = None):
         return gr.Slider(0.0, 1.0, value=default, step=0.01, label="Threshold on the fake probability",
-                         info=f"Default {default:.2f} from the model's calibration; scores within ±{band:.2f} of "
+                         elem_id=elem_id, info=f"Default {default:.2f} from the model's calibration; scores within ±{band:.2f} of "
                               "it are UNCERTAIN. Drag, or type a value.")
 
     # delete_cache sweeps, by age, what no event deletes: the page's own image (kept to re-analyse it).
@@ -96,10 +105,7 @@ def build_demo(predictor: Predictor, gate: ModelGate) -> gr.Blocks:
                                      label="Image (upload, drop, paste or webcam)", elem_id="image-input")
                     threshold = threshold_slider()
                     button = gr.Button("Analyse", variant="primary", elem_id="analyse-button")
-                    examples = example_files()
-                    if examples:
-                        gr.Examples(examples=[[p] for p in examples], inputs=[image], label="Examples",
-                                    elem_id="examples")
+                    add_examples(image, example_files(), "Examples", "examples")
                 with gr.Column():
                     # The verdict: hidden on the page (the scale below shows it with its numbers), sent to API
                     # clients of /analyse as a label they can test.
@@ -124,6 +130,24 @@ def build_demo(predictor: Predictor, gate: ModelGate) -> gr.Blocks:
             batch_summary = gr.Markdown(label="Batch summary", elem_id="batch-summary")
             table = gr.Dataframe(headers=BATCH_COLUMNS, interactive=False, label="Results", elem_id="batch-table")
             csv_file = gr.File(label="Results as CSV")
+        with gr.Tab("Video"):
+            gr.Markdown(video_ui.VIDEO_ABOUT)
+            with gr.Row():
+                with gr.Column():
+                    video = gr.Video(sources=["upload"], label="Video clip", elem_id="video-input")
+                    video_threshold = threshold_slider("video-threshold")
+                    video_frames = gr.Slider(1, MAX_FRAMES, value=DEFAULT_FRAMES, step=1, label="Frames to sample",
+                                             info=video_ui.FRAMES_INFO)
+                    video_button = gr.Button("Analyse clip", variant="primary", elem_id="video-button")
+                    add_examples(video, example_files(VIDEO_SUFFIXES), "Example clips", "video-examples")
+                with gr.Column():
+                    video_label = VerdictLabel(label="Verdict", visible=False)  # for /analyse_video clients
+                    video_scale = gr.HTML(css_template=ui.VERDICT_CSS, elem_id="video-verdict")
+                    video_summary = gr.Markdown(label="Summary", elem_id="video-summary")
+                    timeline = gr.Plot(label="Fake probability over time, per face track", elem_id="video-timeline")
+            suspicious = gr.Gallery(label="Most suspicious frames (faces boxed, then their heat maps)", columns=4,
+                                    object_fit="contain", visible=False, elem_id="video-frames")
+            kept_clip = gr.State(None)  # the last clip's scores, so a new threshold re-reads them
 
         events = ui.Events(demo, predictor, gate)
         # preprocess=False: inputs arrive as Gradio's raw payloads, never decoded by Gradio (see ui.Events);
@@ -144,8 +168,18 @@ def build_demo(predictor: Predictor, gate: ModelGate) -> gr.Blocks:
         batch_button.click(events.predict_batch, inputs=[files, batch_threshold],
                            outputs=[table, csv_file, batch_summary], api_name="predict_batch",
                            **model_events).then(lambda: None, outputs=[files], api_visibility="private")
+        clip_events = video_ui.VideoEvents(demo, predictor, gate)
+        clip_view = [video_label, video_scale, video_summary, timeline]
+        # One model run per new clip (or frame count); a new threshold re-reads the kept scores, as for images.
+        gr.on([video_button.click, video.change], clip_events.analyse_video,
+              inputs=[video, video_threshold, video_frames, kept_clip], outputs=[*clip_view, suspicious, kept_clip],
+              api_name="analyse_video", trigger_mode="always_last", **model_events)
+        video_threshold.change(clip_events.rethreshold, inputs=[kept_clip, video_threshold], outputs=clip_view,
+                               trigger_mode="always_last", api_visibility="private", queue=False)
+        gr.on([], clip_events.predict_video, inputs=[video, video_threshold, video_frames],
+              outputs=[gr.JSON(visible=False)], api_name="predict_video", **model_events)
     demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=gate.slots)
-    guard_file_inputs(demo, [image, files], UPLOADS, RELEASING_EVENTS)
+    guard_file_inputs(demo, [image, files, video], UPLOADS, RELEASING_EVENTS)
     return demo
 
 
@@ -158,8 +192,9 @@ def create_app(predictor: Predictor) -> FastAPI:
     source = predictor.source.describe() if predictor.source else "in-memory model"
     app.include_router(rest_router(predictor, model_name=source, gate=gate))
     # The REST route counts a chunked body itself; every other body must declare its size.
-    limits = {REST_PATH: REST_MAX_BODY, **{path: MAX_UPLOAD_REQUEST for path in UPLOAD_PATHS}}
-    app.add_middleware(BodyLimit, limits=limits, default=MAX_OTHER_BODY, counted=(REST_PATH,))
+    limits = {REST_PATH: REST_MAX_BODY, REST_VIDEO_PATH: REST_VIDEO_MAX_BODY,
+              **{path: MAX_UPLOAD_REQUEST for path in UPLOAD_PATHS}}
+    app.add_middleware(BodyLimit, limits=limits, default=MAX_OTHER_BODY, counted=(REST_PATH, REST_VIDEO_PATH))
     app.add_middleware(UploadClaims, path=UPLOAD_PATHS[0], tracker=UPLOADS)
     app = gr.mount_gradio_app(app, demo, path="/", max_file_size=MAX_UPLOAD, footer_links=["api", "gradio"],
                               server_name=_host(), server_port=_port())

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .errors import FakefaceError
 from .images import IMAGE_SUFFIXES
+from .video import DEFAULT_FRAMES, MAX_FRAMES, VIDEO_SUFFIXES
 
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
@@ -289,7 +290,7 @@ def cmd_evaluate(args) -> int:
 
 
 def expand_inputs(items: list[str]) -> list[str]:
-    """Files, folders (recursively, image suffixes) and glob patterns -> a sorted, de-duplicated list."""
+    """Files, folders (recursively, image and video suffixes) and glob patterns -> a sorted, de-duplicated list."""
     paths: list[str] = []
     for item in items:
         matches = glob.glob(item, recursive=True) if glob.has_magic(item) else [item]
@@ -297,7 +298,8 @@ def expand_inputs(items: list[str]) -> list[str]:
             paths.append(item)  # reported later as a missing file
         for m in matches:
             if os.path.isdir(m):
-                paths += sorted(str(p) for p in Path(m).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+                paths += sorted(str(p) for p in Path(m).rglob("*")
+                                if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES)
             else:
                 paths.append(m)
     return list(dict.fromkeys(paths))
@@ -307,7 +309,8 @@ def expand_inputs(items: list[str]) -> list[str]:
 #
 # Inputs are (id, source) pairs: the id is the row's "path" (a file path, or "user/set:split[i]" for a Hub
 # dataset); `read(source)` is what images.load_image decodes. Decoding runs in DataLoader workers, the model
-# in batches in the main process, and every row is written as soon as its batch is done.
+# in batches in the main process, and every row is written as soon as its batch is done. Video files (known by
+# their content) are sampled and scored one at a time after the images, one row per clip.
 
 
 def cmd_predict(args) -> int:
@@ -335,16 +338,42 @@ def _predict_rows(predictor, items: list, read, writer: "_RowWriter", args) -> i
     import torch
     from tqdm.auto import tqdm
 
+    items, videos = _split_videos(items, read)
     loader = torch.utils.data.DataLoader(_Decoded(items, read), batch_size=args.batch_size,
                                          num_workers=args.workers, collate_fn=list)
     failures = 0
-    with tqdm(total=len(items), desc="predict", unit="img", file=sys.stderr, disable=args.quiet) as bar:
+    with tqdm(total=len(items) + len(videos), desc="predict", unit="file", file=sys.stderr,
+              disable=args.quiet) as bar:
         for batch in loader:
             for path, result in _classify(predictor, batch):
                 failures += isinstance(result, str)
                 writer.write(_row(path, result))
             bar.update(len(batch))
+        for path in videos:
+            result = _analyse_video(predictor, path, args.frames)
+            failures += isinstance(result, str)
+            writer.write(_video_row(path, result))
+            bar.update(1)
     return failures
+
+
+def _split_videos(items: list, read) -> tuple[list, list[str]]:
+    """(image items, video paths): a file is a video by its content (or a video suffix on unreadable content)."""
+    from .video import is_video
+
+    if read is not None:  # Hub datasets hold images
+        return items, []
+    videos = {path for path, _ in items if is_video(path)}
+    return [item for item in items if item[0] not in videos], [path for path, _ in items if path in videos]
+
+
+def _analyse_video(predictor, path: str, frames: int):
+    from .video import analyse_video
+
+    try:
+        return analyse_video(predictor, path, frames=frames)
+    except (FakefaceError, OSError) as exc:
+        return str(exc)
 
 
 class _Decoded:
@@ -390,6 +419,16 @@ def _row(path: str, result) -> dict:
         return {"path": path, "verdict": None, "uncertain": None, "headline": "ERROR", "fake_prob": None,
                 "real_prob": None, "faces_found": None, "error": result}
     return {"path": path, **result.as_dict()}
+
+
+def _video_row(path: str, result) -> dict:
+    """A clip's row: the image row's columns (faces_found = face tracks, one per person), what was sampled and
+    each track's score (the frames are in the REST and gradio_client answers)."""
+    if isinstance(result, str):
+        return _row(path, result)
+    clip = result.as_dict()
+    del clip["filename"], clip["frames"]
+    return {"path": path, "kind": "video", **clip}
 
 
 class _HubImages:
@@ -522,8 +561,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int)
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("predict", help="classify image files, folders and globs, or a Hub dataset")
-    p.add_argument("paths", nargs="*", help="files, folders or glob patterns")
+    p = sub.add_parser("predict", help="classify image and video files, folders and globs, or a Hub dataset")
+    p.add_argument("paths", nargs="*", help="files, folders or glob patterns (images and videos, told apart by "
+                                            "their content)")
     p.add_argument("--dataset", metavar="REPO_ID", help="classify every image of this Hub dataset instead")
     p.add_argument("--split", help="with --dataset: only this split (default: all)")
     p.add_argument("--revision", help="with --dataset: branch, tag or commit")
@@ -538,6 +578,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="resume: keep the rows already in --output FILE and do only the paths it lacks")
     p.add_argument("--shard", type=_shard_arg, metavar="I/N",
                    help="do only shard I of N (every N-th path of the sorted list, from the I-th; 0-based)")
+    p.add_argument("--frames", type=_frames_arg, default=DEFAULT_FRAMES,
+                   help=f"videos: frames sampled evenly over each clip (1 to {MAX_FRAMES}; default {DEFAULT_FRAMES})")
     p.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
     p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes decoding images")
     p.set_defaults(func=cmd_predict)
@@ -556,6 +598,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not set the Space variable FAKEFACE_MODEL (the Space still reads its pinned_model.txt)")
     p.set_defaults(func=cmd_publish)
     return parser
+
+
+def _frames_arg(text: str) -> int:
+    from .video import check_frame_count
+
+    try:
+        return check_frame_count(text)
+    except FakefaceError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _shard_arg(text: str) -> tuple[int, int]:

@@ -170,6 +170,11 @@ def _signature_format(data: bytes) -> str | None:
     return next((kind for magic, kind in _SIGNATURES if data.startswith(magic)), None)
 
 
+def looks_like_image(head: bytes) -> bool:
+    """True when a file's first bytes are those of an accepted image format (a BMP too)."""
+    return _signature_format(head) is not None or head.startswith(b"BM")
+
+
 def _verify_png(data: bytes, name: str) -> None:
     """Check every chunk checksum up to IEND. Pillow checks those before the pixels only, so a PNG damaged in its
     image data (bad IDAT CRC) would otherwise decode into whatever the damaged bytes say, as libpng would not."""

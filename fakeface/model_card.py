@@ -58,6 +58,11 @@ Decision threshold (chosen on validation, never on test): {{ threshold }}; tempe
   pass as REAL. A REAL verdict means "no trace this model knows was found", not "authentic".
 - Faces are cropped with the same framing as the training images ({{ detector }}); tiny, heavily compressed or
   non-frontal faces lower accuracy.
+- Video (`fakeface predict clip.mp4`, the Space's Video tab, `/predict_video`) is judged from its frames only:
+  frames sampled evenly over the clip are scored one by one as still images, faces are followed from frame to
+  frame by box overlap, and the clip's verdict follows its most suspicious face track. No audio, no lip-sync,
+  no motion or other temporal cue is examined, and the model was trained on photos, not video frames: video
+  compression, motion blur and small faces lower accuracy.
 
 ## Training configuration
 

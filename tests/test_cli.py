@@ -26,13 +26,7 @@ from fakeface.predictor import Predictor
 from helpers import TinyNet, tiny_set, write_folder
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny forwards: extra intra-op threads only fight over a busy CPU (100x slower on a loaded 2-core box).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -179,10 +179,11 @@ def test_requests_cannot_choose_the_model(served, monkeypatch, tmp_path):
     client = Client(url, verbose=False)
     api = client.view_api(print_info=False, return_format="dict")
     params = {p["parameter_name"] for e in api["named_endpoints"].values() for p in e["parameters"]}
-    assert params <= {"image", "threshold", "files"}, params
+    assert params <= {"image", "threshold", "files", "video", "frames"}, params
     schema = httpx.get(f"{url}/api/v1/openapi.json", timeout=30).json()
-    body = schema["paths"][rest.REST_PATH]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
-    assert set(body["properties"]) == {"file", "threshold"}
+    for route, fields in ((rest.REST_PATH, {"file", "threshold"}), (rest.REST_VIDEO_PATH, {"file", "threshold", "frames"})):
+        body = schema["paths"][route]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+        assert set(body["properties"]) == fields
     path = tmp_path / "a.png"
     path.write_bytes(image)
     label = client.predict(handle_file(str(path)), api_name="/predict")

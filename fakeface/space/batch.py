@@ -16,6 +16,7 @@ from pathlib import Path, PurePosixPath
 from ..errors import FakefaceError
 from ..images import MAX_FILE_BYTES, check_file_size
 from ..predictor import WHOLE_IMAGE_NOTE, Prediction, Predictor
+from ..video import VIDEO_SUFFIXES, is_video
 from .serving import ModelGate, printable
 
 log = logging.getLogger(__name__)
@@ -79,8 +80,15 @@ def _too_many() -> FakefaceError:
     return FakefaceError(f"The batch holds more than {MAX_BATCH_FILES} files. Split it into smaller batches.")
 
 
+def _video_refused(name: str) -> str:
+    return (f"{name}: a video; batches take images only. Analyse clips one at a time (the Video tab, "
+            "/predict_video or POST /api/v1/predict_video).")
+
+
 def _read_plain(path: Path, budget: _Budget) -> BatchItem:
     name = printable(path.name)
+    if is_video(path):
+        return BatchItem(name, error=_video_refused(name))
     try:
         size = path.stat().st_size
         check_file_size(size, name)
@@ -117,6 +125,8 @@ def _read_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, archive: str, budget
     reason = _unsafe_reason(info)
     if reason:
         return BatchItem(name, error=f"{name}: skipped ({reason}).")
+    if PurePosixPath(info.filename).suffix.lower() in VIDEO_SUFFIXES:  # refused unread, whatever its size
+        return BatchItem(name, error=_video_refused(name))
     try:
         check_file_size(info.file_size, name)
         data = _inflate(zf, info, name)
@@ -193,6 +203,8 @@ def _error_row(name: str, note: str) -> dict:
 def _row(predictor: Predictor, item: BatchItem, threshold: float | None) -> dict:
     if item.error is not None:
         return _error_row(item.name, item.error)
+    if is_video(item.data):  # a clip inside a zip
+        return _error_row(item.name, _video_refused(item.name))
     try:
         pred = predictor.predict_file(item.data, threshold=threshold, heatmap=False)
     except FakefaceError as exc:
