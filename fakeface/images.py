@@ -74,8 +74,7 @@ def load_image(source: ImageSource) -> Image.Image:
 
     Raises FakefaceError for anything that is not a readable image within the limits.
     """
-    name, data = _read_source(source)
-    check_file_size(len(data), name)
+    name, data = read_file_bytes(source)
     with _open_header(data, name) as im:
         check_pixel_count(im.width, im.height, name)
         if im.format == "PNG":
@@ -83,6 +82,14 @@ def load_image(source: ImageSource) -> Image.Image:
         _decode(im, name)
         upright = _exif_upright(im)
         return _to_rgb(upright)
+
+
+def read_file_bytes(source: ImageSource) -> tuple[str, bytes]:
+    """(a name for messages, the file's bytes as given) within the size limit: for readers of the original bytes
+    (provenance metadata) beside `load_image`, which decodes them."""
+    name, data = _read_source(source)
+    check_file_size(len(data), name)
+    return name, data
 
 
 def _read_source(source: ImageSource) -> tuple[str, bytes]:
