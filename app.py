@@ -6,9 +6,9 @@ when no model (or its backbone) can be had, it exits with one sentence saying wh
 build the same app around their own Predictor with `create_app(predictor)`.
 
 Gradio API endpoints (gradio_client): /predict (image -> REAL/FAKE label), /analyse (everything the page
-shows), /predict_batch (files or .zip -> table and CSV). REST: POST /api/v1/predict (fakeface/rest.py). This
-file is layout and wiring: what the events do is in fakeface/ui.py, which files they may name in
-fakeface/guard.py and uploads.py, the one ModelGate for every route in fakeface/serving.py.
+shows), /predict_batch (files or .zip -> table and CSV). REST: POST /api/v1/predict (fakeface/space/rest.py). This
+file is layout and wiring: what the events do is in fakeface/space/ui.py, which files they may name in
+fakeface/space/guard.py and uploads.py, the one ModelGate for every route in fakeface/space/serving.py.
 """
 
 from __future__ import annotations
@@ -20,16 +20,16 @@ from pathlib import Path
 import gradio as gr
 from fastapi import FastAPI
 
-from fakeface import serving, startup, ui
-from fakeface.batch import BATCH_COLUMNS, MAX_BATCH_BYTES, MAX_BATCH_FILES
-from fakeface.components import VerdictLabel
-from fakeface.guard import guard_file_inputs
 from fakeface.images import IMAGE_SUFFIXES
 from fakeface.predictor import Predictor
 from fakeface.publish import PIN_FILE
-from fakeface.rest import REST_MAX_BODY, REST_PATH, rest_router
-from fakeface.serving import BodyLimit, ModelGate
-from fakeface.uploads import UploadClaims, UploadTracker
+from fakeface.space import serving, startup, ui
+from fakeface.space.batch import BATCH_COLUMNS, MAX_BATCH_BYTES, MAX_BATCH_FILES
+from fakeface.space.components import VerdictLabel
+from fakeface.space.guard import guard_file_inputs
+from fakeface.space.rest import REST_MAX_BODY, REST_PATH, rest_router
+from fakeface.space.serving import BodyLimit, ModelGate
+from fakeface.space.uploads import UploadClaims, UploadTracker
 
 log = logging.getLogger("fakeface.app")
 

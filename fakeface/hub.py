@@ -1,4 +1,5 @@
-"""Where models come from and go to: the bundled default, local folders, Hub repos; pushes (see publish.py)."""
+"""Where models come from: the bundled default, local folders, Hub repos. Pushing them is publish.py's job
+(publish imports this module, never the other way round)."""
 
 from __future__ import annotations
 
@@ -120,14 +121,3 @@ def _from_hub(repo_id: str, revision: str | None) -> tuple[FakeFaceModel, ModelS
         raise ModelUnavailable(f"Could not download {named} from the Hub ({type(exc).__name__}): check the id "
                                "and your connection, or pass a local folder.", reason) from exc
 
-
-def push_model_folder(model_dir: str | Path, repo_id: str, include_backbone: bool = True,
-                      private: bool = False) -> str:
-    """Upload a saved model folder to the Hub in one commit and return that commit's id (token from HF_TOKEN,
-    never printed). See fakeface.publish.publish_model: with a frozen-backbone model the int8 CLIP ONNX file
-    goes in the same commit, so a Space can download the backbone from the model repo. Unlike `fakeface
-    publish`, a folder without a model card or training log is pushed as it is."""
-    from .publish import publish_model
-
-    return publish_model(model_dir, repo_id, include_backbone=include_backbone, private=private,
-                         strict=False)["commit"]

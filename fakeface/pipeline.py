@@ -420,7 +420,7 @@ def train_evaluate_save(source: str, output_dir: str | Path, config: TrainConfig
         (model_dir / "train_log.jsonl").write_text(log.read_text())
     summary = {"model_dir": str(model_dir), "test": _headline(metrics), "training": fit_summary}
     if push_to_hub:
-        from .hub import push_model_folder
+        from .publish import push_model_folder
 
         summary["pushed"] = {"repo_id": push_to_hub, "commit": push_model_folder(model_dir, push_to_hub)}
     return summary

@@ -25,6 +25,7 @@ import re
 from pathlib import Path
 
 from .errors import FakefaceError
+from .hub import DEFAULT_HUB_REPO
 
 ROOT = Path(__file__).resolve().parent.parent  # the checkout: app.py, requirements.txt, examples/
 PIN_FILE = "pinned_model.txt"  # in the Space repo: the model app.py serves when FAKEFACE_MODEL is unset
@@ -104,8 +105,6 @@ def model_files(model_dir: str | Path, repo_id: str, include_backbone: bool = Tr
 
 def _card_for(card: str, repo_id: str) -> str:
     """The card with its usage lines naming the repo it is published to."""
-    from .hub import DEFAULT_HUB_REPO
-
     for placeholder in (*CARD_PLACEHOLDERS, DEFAULT_HUB_REPO):
         card = re.sub(rf"(?<![\w/.-]){re.escape(placeholder)}(?![\w/-])", repo_id, card)
     return card
@@ -119,6 +118,16 @@ def publish_model(model_dir: str | Path, repo_id: str, include_backbone: bool = 
     api.create_repo(repo_id, repo_type="model", exist_ok=True, private=private)
     commit = _commit(api, repo_id, "model", files, f"Publish fakeface model from {Path(model_dir).name}/")
     return {"repo_id": repo_id, "commit": commit, "url": f"{_endpoint()}/{repo_id}/tree/{commit}", "notes": notes}
+
+
+def push_model_folder(model_dir: str | Path, repo_id: str, include_backbone: bool = True,
+                      private: bool = False) -> str:
+    """Upload a saved model folder to the Hub in one commit and return that commit's id (token from HF_TOKEN,
+    never printed). As publish_model: with a frozen-backbone model the int8 CLIP ONNX file goes in the same
+    commit, so a Space can download the backbone from the model repo. Unlike `fakeface publish`, a folder
+    without a model card or training log is pushed as it is."""
+    return publish_model(model_dir, repo_id, include_backbone=include_backbone, private=private,
+                         strict=False)["commit"]
 
 
 def _commit(api, repo_id: str, repo_type: str, files: dict, message: str) -> str:
@@ -152,8 +161,9 @@ def space_files(model_spec: str, model_repo: str, datasets: list[str] | None = N
             raise FakefaceError(f"{root / name} is missing: publish the Space from a fakeface checkout.")
         files[name] = str(root / name)
     package = root / "fakeface"
-    for path in sorted(package.glob("*.py")):  # the library only: the Space serves the published model
-        files[f"fakeface/{path.name}"] = str(path)
+    # The library and its serving subpackage only: the Space serves the published model, not the bundled one.
+    for path in sorted([*package.glob("*.py"), *(package / "space").glob("*.py")]):
+        files[path.relative_to(root).as_posix()] = str(path)
     for path in sorted((package / "assets").glob("*")):  # the face detector's model file and its licence note
         if path.is_file():
             files[f"fakeface/assets/{path.name}"] = str(path)

@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 
 import app
-from fakeface import batch, rest, serving, ui
+from fakeface.space import batch, rest, serving, ui
 from fakeface.errors import FakefaceError
 from fakeface.images import MAX_FILE_BYTES
 from fakeface.predictor import FaceResult, Prediction, Predictor
@@ -348,7 +348,7 @@ def test_analyse_bad_file_gives_a_message_not_a_traceback(tmp_path):
 
 
 def test_verdict_label_headline_follows_the_threshold():
-    from fakeface.components import VerdictLabel
+    from fakeface.space.components import VerdictLabel
 
     out = VerdictLabel().postprocess(ui.label_value("FAKE", Prediction(0.4, 0.3, 0.1)))
     assert out.label == "FAKE" and [c.label for c in out.confidences] == ["REAL", "FAKE"]
@@ -356,7 +356,7 @@ def test_verdict_label_headline_follows_the_threshold():
 
 
 def test_payload_path_reads_the_raw_payload():
-    from fakeface.uploads import payload_path
+    from fakeface.space.uploads import payload_path
 
     assert payload_path({"path": "/tmp/gradio/abc/x.txt", "orig_name": "x.txt"}) == "/tmp/gradio/abc/x.txt"
     assert payload_path("/tmp/gradio/abc/x.txt") == "/tmp/gradio/abc/x.txt"  # direct calls
@@ -364,16 +364,15 @@ def test_payload_path_reads_the_raw_payload():
 
 
 def test_component_subclasses_only_in_components_and_their_stub_ignored():
-    # Gradio writes a .pyi stub beside any module that subclasses a component: only fakeface/components.py may,
+    # Gradio writes a .pyi stub beside any module that subclasses a component: only fakeface/space/components.py may,
     # and its stub is git-ignored.
     import subprocess
 
     import gradio as gr
 
-    import fakeface.guard
-    from fakeface import components
+    from fakeface.space import components, guard
 
-    for module in (app, ui, fakeface.guard):
+    for module in (app, ui, guard):
         assert not [v for v in vars(module).values() if isinstance(v, type) and issubclass(v, gr.components.Component)
                     and v.__module__ == module.__name__], module
     assert components.VerdictLabel().get_block_name() == "label"  # drawn by gr.Label's frontend, not a custom one
@@ -465,7 +464,7 @@ def test_delete_uploads_only_inside_the_upload_root(tmp_path):
     inside = root / "abc" / "a.png"
     inside.write_bytes(b"x")
     outside.write_bytes(b"x")
-    from fakeface.uploads import delete_uploads
+    from fakeface.space.uploads import delete_uploads
 
     delete_uploads([inside, outside], root)
     assert not inside.exists() and not inside.parent.exists() and outside.exists()

@@ -180,7 +180,7 @@ def test_publish_makes_one_commit_per_repo_with_everything_a_space_needs(publish
     pinned = f"{MODEL_REPO}@{model['commit']}"
     assert space["model"] == pinned
     space_files = set(api.list_repo_files(SPACE_REPO, repo_type="space", revision=space["commit"]))
-    assert {"app.py", "requirements.txt", "README.md", PIN_FILE, "fakeface/__init__.py", "fakeface/hub.py",
+    assert {"app.py", "requirements.txt", "README.md", PIN_FILE, "fakeface/__init__.py", "fakeface/hub.py", "fakeface/space/rest.py",
             "examples/two_faces.jpg", "fakeface/assets/face_detection_short_range.tflite"} <= space_files
     assert not any(f.startswith("fakeface/default_model/") for f in space_files)  # it serves the published model
     assert text(PIN_FILE, SPACE_REPO, repo_type="space", revision=space["commit"]).strip() == pinned

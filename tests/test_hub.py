@@ -2,7 +2,8 @@
 
 import torch
 
-from fakeface.hub import load_model, parse_model_spec, push_model_folder
+from fakeface.hub import load_model, parse_model_spec
+from fakeface.publish import push_model_folder
 from fakeface.models import FakeFaceModel, create_model
 
 

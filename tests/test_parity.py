@@ -144,7 +144,7 @@ def test_verdict_means_one_thing_everywhere(fake_prob, label, verdict):
     output that has a verdict (REST / as_dict, the batch table and CSV, the CLI table) shows that same text."""
     import io
 
-    from fakeface import batch
+    from fakeface.space import batch
     from fakeface.cli import _row, _RowWriter
     from fakeface.predictor import Prediction
 

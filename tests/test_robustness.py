@@ -30,10 +30,11 @@ import torch
 from PIL import Image
 
 import app
-from fakeface import batch, cli, rest, serving
+from fakeface import cli
 from fakeface.errors import FakefaceError
 from fakeface.images import MAX_FILE_BYTES, load_image
 from fakeface.predictor import Prediction, Predictor
+from fakeface.space import batch, rest, serving
 from test_app import photo_bytes, running_app
 from test_images import bomb_png
 
@@ -329,7 +330,7 @@ def test_identical_uploads_are_deleted_after_the_last_use_not_the_first(url, cli
 
 
 def test_upload_tracker_counts_uses(tmp_path):
-    from fakeface.uploads import UploadTracker
+    from fakeface.space.uploads import UploadTracker
 
     root = tmp_path / "uploads"
     (root / "h").mkdir(parents=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fakeface import rest
+from fakeface.space import rest
 from test_app import photo_bytes, running_app, tiny_predictor
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -114,7 +114,7 @@ def test_no_token_is_written_in_the_source():
 def test_push_uses_the_env_token_and_never_shows_it(hub_endpoint, tmp_path, monkeypatch, caplog, capfd):
     from huggingface_hub import hf_hub_download
 
-    from fakeface.hub import push_model_folder
+    from fakeface.publish import push_model_folder
     from fakeface.models import create_model
 
     secret = f"hf_{uuid.uuid4().hex}{uuid.uuid4().hex}"
@@ -230,7 +230,7 @@ def call(url: str, api: str, data: list, session: str | None = None) -> tuple[st
 
 
 def _refused(answer) -> bool:
-    from fakeface.uploads import UPLOAD_AGAIN
+    from fakeface.space.uploads import UPLOAD_AGAIN
 
     event, payload = answer
     message = payload.get("error") if isinstance(payload, dict) else payload
@@ -381,7 +381,7 @@ def test_gradio_client_cannot_use_another_clients_upload(served, tmp_path):
 
 
 def test_checked_path_resolves_before_deciding(tmp_path):
-    from fakeface.uploads import UploadRefused, checked_path
+    from fakeface.space.uploads import UploadRefused, checked_path
 
     root = tmp_path / "uploads"
     (root / "a").mkdir(parents=True)
@@ -401,7 +401,7 @@ def test_checked_path_resolves_before_deciding(tmp_path):
 
 
 def test_tracker_binds_uploads_to_the_session_that_uses_them(tmp_path):
-    from fakeface.uploads import UploadRefused, UploadTracker
+    from fakeface.space.uploads import UploadRefused, UploadTracker
 
     root = tmp_path / "uploads"
     (root / "h").mkdir(parents=True)

@@ -12,9 +12,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
 
-from .errors import FakefaceError, TooLargeError
-from .images import MAX_FILE_BYTES, check_file_size
-from .predictor import Predictor
+from ..errors import FakefaceError, TooLargeError
+from ..images import MAX_FILE_BYTES, check_file_size
+from ..predictor import Predictor
 from .serving import ModelGate, checked_threshold, error_response, face_count, printable
 
 log = logging.getLogger(__name__)

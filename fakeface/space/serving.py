@@ -1,8 +1,8 @@
 """What every route of the server shares: the one ModelGate for model calls, request-body limits, and the checks
 on what clients send (threshold, file names). Gradio-free, so it tests without a browser.
 
-The other serving modules, one job each: batch.py (batches and zips, result rows, CSV), rest.py (the plain REST
-route), uploads.py (which files a client may name, and when an upload is deleted); the Gradio side is ui.py
+The other serving modules in fakeface/space/, one job each: batch.py (batches and zips, result rows, CSV),
+rest.py (the plain REST route), uploads.py (which files a client may name, and when an upload is deleted); the Gradio side is ui.py
 (what the events do), guard.py (the file check in front of them) and components.py.
 """
 
@@ -15,8 +15,8 @@ from contextlib import contextmanager
 
 from fastapi.responses import JSONResponse
 
-from .errors import FakefaceError
-from .predictor import Prediction
+from ..errors import FakefaceError
+from ..predictor import Prediction
 
 RETRY_AFTER_S = 5  # what a 503 tells the client to wait
 REST_MAX_WAITING = 16  # REST requests waiting beyond this get a prompt 503 instead of a long wait

@@ -10,8 +10,8 @@ import sys
 
 from PIL import Image
 
-from .errors import FakefaceError
-from .predictor import Predictor
+from ..errors import FakefaceError
+from ..predictor import Predictor
 
 SET_MODEL = ("set FAKEFACE_MODEL to a reachable Hub model repo (user/repo[@revision], published with "
              "`fakeface publish`; HF_TOKEN for a private one) or to a local model folder")
@@ -24,8 +24,8 @@ class StartupError(Exception):
 def start_predictor(spec: str | None) -> Predictor:
     """Load the model `spec` names (None: the library's default), find its backbone and run the warm-up, or
     raise StartupError."""
-    from .clip_backbone import locate_clip_onnx
-    from .hub import ModelUnavailable
+    from ..clip_backbone import locate_clip_onnx
+    from ..hub import ModelUnavailable
 
     try:
         predictor = Predictor.load(spec)

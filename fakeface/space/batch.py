@@ -13,9 +13,9 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from .errors import FakefaceError
-from .images import MAX_FILE_BYTES, check_file_size
-from .predictor import Predictor
+from ..errors import FakefaceError
+from ..images import MAX_FILE_BYTES, check_file_size
+from ..predictor import Predictor
 from .serving import ModelGate, face_count, printable
 
 log = logging.getLogger(__name__)

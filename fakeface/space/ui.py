@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from ..errors import FakefaceError
+from ..predictor import Prediction, Predictor
 from .batch import BATCH_COLUMNS, BATCH_TIME_LIMIT_S, predict_batch_rows, read_batch, write_csv
-from .errors import FakefaceError
 from .guard import event_path
-from .predictor import Prediction, Predictor
 from .serving import ModelGate, checked_threshold
 from .uploads import UploadRefused
 

@@ -24,7 +24,7 @@ import threading
 from collections.abc import Iterable
 from pathlib import Path
 
-from .errors import FakefaceError
+from ..errors import FakefaceError
 
 # One sentence for every refusal: a missing file, a path outside the upload folder, another client's upload.
 UPLOAD_AGAIN = "the upload is no longer available; upload the image again."

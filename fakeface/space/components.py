@@ -1,7 +1,7 @@
 """The app's one Gradio component subclass: a Label whose headline is the thresholded verdict.
 
 Alone in its file because Gradio's ComponentMeta writes a .pyi stub (a copy of the defining module) beside
-any module that subclasses a component; this one's stub, fakeface/components.pyi, is git-ignored.
+any module that subclasses a component; this one's stub, fakeface/space/components.pyi, is git-ignored.
 """
 
 from __future__ import annotations

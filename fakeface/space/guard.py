@@ -1,4 +1,4 @@
-"""Gradio's side of the upload rules (fakeface/uploads.py): every file an event names is admitted, or refused
+"""Gradio's side of the upload rules (uploads.py): every file an event names is admitted, or refused
 with one message, before Gradio or the app opens it; uploads are deleted after the request that used them."""
 
 from __future__ import annotations
