@@ -16,8 +16,9 @@ from PIL import Image
 from .errors import FakefaceError
 from .faces import detector_for, face_crops
 from .hub import ModelSource, load_model
-from .images import load_image
+from .images import decode_image, read_file_bytes
 from .models import FakeFaceModel, probabilities
+from .provenance import Provenance, read_provenance
 
 
 @dataclass
@@ -35,6 +36,7 @@ class Prediction:
     uncertain_band: float
     faces: list[FaceResult] = field(default_factory=list)
     face_found: bool = True
+    provenance: Provenance | None = None  # what the file says about its origin (None: only pixels were given)
 
     @property
     def real_prob(self) -> float:
@@ -67,8 +69,9 @@ class Prediction:
 
 class Predictor:
     def __init__(self, model: FakeFaceModel, source: ModelSource | None = None, detector: str = "auto",
-                 threshold: float | None = None):
+                 threshold: float | None = None, trust_anchors: str | None = None):
         self.model = model.eval()
+        self.trust_anchors = trust_anchors  # a PEM file of trusted C2PA issuers (None: $FAKEFACE_C2PA_TRUST_ANCHORS)
         self.source = source
         self.threshold = model.threshold if threshold is None else float(threshold)
         self.detector = detector_for(model.config.crop, backend=detector)
@@ -171,5 +174,9 @@ class Predictor:
                           face_found=any(c.found for c in found))
 
     def predict_file(self, source, threshold: float | None = None, heatmap: bool = False) -> Prediction:
-        """Decode (path, bytes or file object) with the one safe loader, then classify."""
-        return self.predict_image(load_image(source), threshold=threshold, heatmap=heatmap)
+        """Decode (path, bytes or file object) with the one safe loader, classify, and read what the file's own
+        bytes say about where it came from (`Prediction.provenance`; before any re-encoding loses it)."""
+        name, data = read_file_bytes(source)
+        prediction = self.predict_image(decode_image(name, data), threshold=threshold, heatmap=heatmap)
+        prediction.provenance = read_provenance(data, self.trust_anchors)
+        return prediction

@@ -13,6 +13,7 @@ network: a manifest stored elsewhere is reported as "remote, not fetched".
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -154,7 +155,7 @@ class Provenance:
         """Flat columns for CSV rows (CLI and the Space's batch table)."""
         c = self.credentials
         camera = " ".join(v for v in (self.camera or {}).values() if v) or None
-        return {"provenance": self.evidence, "provenance_summary": self.summary, "c2pa": c.state,
+        return {"provenance_evidence": self.evidence, "provenance_summary": self.summary, "c2pa": c.state,
                 "c2pa_signer": c.issuer or c.common_name, "c2pa_declares": c.declares,
                 "generator": (self.generator or {}).get("name"),
                 "digital_source_type": self.digital_source_type,
@@ -222,19 +223,29 @@ def read_provenance(source, trust_anchors: str | os.PathLike | None = None,
 
 
 def load_trust_anchors(path: str | os.PathLike | None = None) -> str | None:
-    """The PEM text of the trust-anchor file (argument, else $FAKEFACE_C2PA_TRUST_ANCHORS), or None."""
+    """The PEM text of the trust-anchor file (argument, else $FAKEFACE_C2PA_TRUST_ANCHORS), or None.
+
+    Read once per version of the file (every image of a batch uses it)."""
     path = path or os.environ.get(TRUST_ANCHORS_ENV) or None
     if path is None:
         return None
-    where = f"C2PA trust anchors {path}"
     try:
-        size = Path(path).stat().st_size
-        if size > MAX_ANCHOR_BYTES:
-            raise FakefaceError(f"{where}: {size} bytes, over the {MAX_ANCHOR_BYTES} byte limit for a PEM file.")
+        stat = Path(path).stat()
+    except OSError as exc:
+        raise FakefaceError(f"C2PA trust anchors {path}: cannot read it ({exc.strerror or exc}); set "
+                            f"{TRUST_ANCHORS_ENV} to a PEM file of CA certificates, or unset it.") from None
+    return _read_anchors(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=4)
+def _read_anchors(path: str, mtime_ns: int, size: int) -> str:
+    where = f"C2PA trust anchors {path}"
+    if size > MAX_ANCHOR_BYTES:
+        raise FakefaceError(f"{where}: {size} bytes, over the {MAX_ANCHOR_BYTES} byte limit for a PEM file.")
+    try:
         text = Path(path).read_text(encoding="ascii", errors="replace")
     except OSError as exc:
-        raise FakefaceError(f"{where}: cannot read it ({exc.strerror or exc}); set {TRUST_ANCHORS_ENV} to a PEM "
-                            "file of CA certificates, or unset it.") from None
+        raise FakefaceError(f"{where}: cannot read it ({exc.strerror or exc}).") from None
     if "-----BEGIN CERTIFICATE-----" not in text:
         raise FakefaceError(f"{where}: no PEM certificate in it (expected '-----BEGIN CERTIFICATE-----' blocks).")
     from cryptography import x509  # a dependency of c2pa-python

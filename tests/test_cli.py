@@ -13,16 +13,18 @@ import json
 from pathlib import Path
 
 import datasets
+import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from fakeface.cli import main
 from fakeface.images import load_image
 from fakeface.models import create_model
 from fakeface.predictor import Predictor
+from fakeface.provenance import PROVENANCE_COLUMNS
 
-from helpers import TinyNet, tiny_set, write_folder
+from helpers import SigningCertificates, TinyNet, cue_image, encoded, tiny_set, write_folder
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -115,7 +117,8 @@ def test_csv_streams_to_a_file_and_resumes_without_a_second_header(model_dir, im
     assert predict(model_dir, str(images), "--format", "csv", "--output", str(out), "--skip-existing") == 1
     rows = list(csv.DictReader(out.open(newline="")))
     assert sorted(row["path"] for row in rows) == all_paths(images)
-    assert list(rows[0]) == ["path", "fake_prob", "real_prob", "label", "uncertain", "faces", "error"]
+    assert list(rows[0]) == ["path", "fake_prob", "real_prob", "label", "uncertain", "faces", "error",
+                             *PROVENANCE_COLUMNS]
     assert {row["label"] for row in rows} <= {"FAKE", "REAL", ""}
 
 
@@ -131,6 +134,36 @@ def test_csv_and_table_on_stdout(model_dir, images, capsys):
     assert good.startswith(paths[0] + "\t") and "fake_prob=" in good
     assert bad.startswith(paths[1] + "\tERROR\t")
     assert "1 of 2 files could not be classified" in captured.err
+
+
+def test_provenance_columns_from_the_files_own_bytes(model_dir, tmp_path, capsys):
+    signed = tmp_path / "signed.jpg"
+    signed.write_bytes(SigningCertificates().sign(encoded(cue_image(False, np.random.default_rng(0)), "JPEG"),
+                                                  "image/jpeg"))
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", "a face\nSteps: 20, Sampler: Euler a, CFG scale: 7, Model: sd15")
+    generated = tmp_path / "generated.png"
+    generated.write_bytes(encoded(cue_image(False, np.random.default_rng(1)), "PNG", pnginfo=info))
+    plain = tmp_path / "plain.png"
+    plain.write_bytes(encoded(cue_image(False, np.random.default_rng(2)), "PNG"))
+    paths = [str(signed), str(generated), str(plain)]
+    assert predict(model_dir, *paths, "--format", "csv") == 0
+    rows = {Path(row["path"]).name: row for row in csv.DictReader(io.StringIO(capsys.readouterr().out))}
+    assert (rows["signed.jpg"]["c2pa"], rows["signed.jpg"]["provenance_evidence"]) == ("valid", "signed_ai")
+    assert rows["signed.jpg"]["c2pa_signer"] == "Fakeface Test Signer"
+    assert rows["signed.jpg"]["c2pa_declares"] == "AI-generated"
+    assert rows["generated.png"]["provenance_evidence"] == "unsigned_ai"
+    assert "AUTOMATIC1111" in rows["generated.png"]["generator"]
+    assert rows["plain.png"]["provenance_evidence"] == "none" and "strip" in rows["plain.png"]["provenance_summary"]
+    out = tmp_path / "rows.jsonl"
+    assert predict(model_dir, *paths, "--format", "jsonl", "--output", str(out), "--workers", "2") == 0
+    by_name = {Path(row["path"]).name: row for row in read_jsonl(out)}  # read in the DataLoader workers
+    assert by_name["signed.jpg"]["provenance"]["content_credentials"]["declares"] == "AI-generated"
+    assert "c2pa" not in by_name["signed.jpg"]  # the object, not its flat CSV columns
+    assert predict(model_dir, *paths, "--format", "table") == 0
+    assert "provenance=signed_ai" in capsys.readouterr().out
+    assert predict(model_dir, *paths, "--trust-anchors", str(tmp_path / "missing.pem")) == 2
+    assert "C2PA trust anchors" in capsys.readouterr().err
 
 
 def test_refusals(model_dir, images, capsys):
