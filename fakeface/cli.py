@@ -362,13 +362,11 @@ class _Decoded:
         return len(self.items)
 
     def __getitem__(self, k):
-        from .images import decode_image, read_file_bytes
-        from .provenance import read_provenance
+        from .predictor import load_with_provenance
 
         name, source = self.items[k]
         try:
-            file_name, data = read_file_bytes(self.read(source) if self.read else source)
-            return name, decode_image(file_name, data), read_provenance(data, self.trust_anchors), None
+            return name, *load_with_provenance(self.read(source) if self.read else source, self.trust_anchors), None
         except (FakefaceError, OSError) as exc:
             return name, None, None, str(exc)
 
@@ -399,9 +397,7 @@ def _predict_one(predictor, image):
 def _row(path: str, result) -> dict:
     if isinstance(result, str):
         return {"path": path, "fake_prob": None, "real_prob": None, "label": None, "error": result}
-    provenance = result.provenance
-    return {"path": path, **result.as_dict(), "faces": len(result.faces), **provenance.columns(),
-            "provenance": provenance.as_dict()}
+    return {"path": path, **result.as_dict(), "faces": len(result.faces), **result.provenance.columns()}
 
 
 class _HubImages:

@@ -62,6 +62,8 @@ class Prediction:
                "verdict": self.verdict, "uncertain": self.uncertain, "threshold": self.threshold,
                "face_found": self.face_found,
                "faces": [{"box": f.box, "fake_prob": round(f.fake_prob, 6)} for f in self.faces]}
+        if self.provenance is not None:
+            row["provenance"] = self.provenance.as_dict()
         if filename is not None:
             row = {"filename": filename, **row}
         return row
@@ -140,11 +142,15 @@ class Predictor:
 
     # ----------------------------------------------------------------------------------------- public calls
 
-    def predict_image(self, image: Image.Image, threshold: float | None = None, heatmap: bool = False) -> Prediction:
-        """Classify every face found (or the whole image); the image's verdict follows its most-fake face."""
+    def predict_image(self, image: Image.Image, threshold: float | None = None, heatmap: bool = False,
+                      provenance: Provenance | None = None) -> Prediction:
+        """Classify every face found (or the whole image); the image's verdict follows its most-fake face, and
+        `provenance` (from `load_with_provenance`) where the file says where it came from."""
         found = self.crops(image)
         logits, maps = self.logits([c.image for c in found], heatmap=heatmap)
-        return self._prediction(found, logits, maps, threshold)
+        prediction = self._prediction(found, logits, maps, threshold)
+        prediction.provenance = provenance
+        return prediction
 
     def predict_images(self, images: list[Image.Image], threshold: float | None = None) -> list[Prediction]:
         """`predict_image` for many images (no heat maps), with one forward pass over all their face crops.
@@ -174,9 +180,15 @@ class Predictor:
                           face_found=any(c.found for c in found))
 
     def predict_file(self, source, threshold: float | None = None, heatmap: bool = False) -> Prediction:
-        """Decode (path, bytes or file object) with the one safe loader, classify, and read what the file's own
-        bytes say about where it came from (`Prediction.provenance`; before any re-encoding loses it)."""
-        name, data = read_file_bytes(source)
-        prediction = self.predict_image(decode_image(name, data), threshold=threshold, heatmap=heatmap)
-        prediction.provenance = read_provenance(data, self.trust_anchors)
-        return prediction
+        """Decode (path, bytes or file object) with the one safe loader and classify, with the file's provenance."""
+        image, provenance = load_with_provenance(source, self.trust_anchors)
+        return self.predict_image(image, threshold=threshold, heatmap=heatmap, provenance=provenance)
+
+
+def load_with_provenance(source, trust_anchors: str | None = None) -> tuple[Image.Image, Provenance]:
+    """(the decoded image, what the file's own bytes say about where it came from), from one read of the file.
+
+    Every route that has the uploaded file reads it here: provenance must come from the original bytes, before
+    anything re-encodes them (a re-encoded copy has lost its metadata)."""
+    name, data = read_file_bytes(source)
+    return decode_image(name, data), read_provenance(data, trust_anchors)
