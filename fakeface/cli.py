@@ -397,7 +397,9 @@ def _predict_one(predictor, image):
 def _row(path: str, result) -> dict:
     if isinstance(result, str):
         return {"path": path, "fake_prob": None, "real_prob": None, "label": None, "error": result}
-    return {"path": path, **result.as_dict(), "faces": len(result.faces), **result.provenance.columns()}
+    # The JSON row carries the provenance object (as_dict); a CSV row its flat columns instead.
+    return {"path": path, **result.as_dict(), "faces": len(result.faces),
+            "provenance_columns": result.provenance.columns()}
 
 
 class _HubImages:
@@ -480,12 +482,11 @@ class _RowWriter:
 
     def write(self, row: dict) -> None:
         if self.fmt == "jsonl":
-            # The provenance object stands for its flat CSV columns.
-            skip = {"verdict", *PROVENANCE_COLUMNS}
+            skip = ("verdict", "provenance_columns")
             self.stream.write(json.dumps({k: v for k, v in row.items() if k not in skip}) + "\n")
             self.stream.flush()  # streaming: each row is usable as soon as it is written
         elif self.fmt == "csv":
-            self.csv.writerow(row)
+            self.csv.writerow({**row, **row.get("provenance_columns", {})})
             self.stream.flush()
         else:
             self.rows.append(row)  # a table is printed at the end, so it does not mix with the progress bar
@@ -498,7 +499,7 @@ class _RowWriter:
                 self.stream.write(f"{row['path']}\tERROR\t{row['error']}\n")
             else:
                 self.stream.write(f"{row['path']}\t{row['verdict']}\tfake_prob={row['fake_prob']:.4f}"
-                                  f"\tfaces={row['faces']}\tprovenance={row['provenance_evidence']}\n")
+                                  f"\tfaces={row['faces']}\tprovenance={row['provenance_columns']['provenance']}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -144,6 +144,20 @@ class Provenance:
     def summary(self) -> str:
         return self.findings[0]
 
+    @property
+    def short(self) -> str:
+        """A few words for a table cell: what decides or hints, else the credentials' state, else "none"."""
+        c = self.credentials
+        if self.evidence == "signed_ai":
+            return f"signed: {c.declares}" + (" (trusted issuer)" if c.state == "trusted" else "")
+        if self.evidence == "unsigned_ai":
+            named = ((self.generator or {}).get("name") or self.digital_source_type
+                     or (f"C2PA invalid, claims {c.declares}" if c.declares else (self.software or {}).get("name")))
+            return f"unsigned: {named}"
+        if c.state != "absent":
+            return f"C2PA {c.state}" + (", no AI claim" if c.verified else "")
+        return "camera EXIF (weak)" if self.camera else "none"
+
     def as_dict(self) -> dict:
         """The `provenance` object of the JSON answers."""
         return {"evidence": self.evidence, "summary": self.summary, "findings": self.findings,
@@ -155,7 +169,8 @@ class Provenance:
         """Flat columns for CSV rows (CLI and the Space's batch table)."""
         c = self.credentials
         camera = " ".join(v for v in (self.camera or {}).values() if v) or None
-        return {"provenance_evidence": self.evidence, "provenance_summary": self.summary, "c2pa": c.state,
+        return {"provenance": self.short, "provenance_evidence": self.evidence, "provenance_summary": self.summary,
+                "c2pa": c.state,
                 "c2pa_signer": c.issuer or c.common_name, "c2pa_declares": c.declares,
                 "generator": (self.generator or {}).get("name"),
                 "digital_source_type": self.digital_source_type,

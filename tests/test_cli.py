@@ -159,9 +159,10 @@ def test_provenance_columns_from_the_files_own_bytes(model_dir, tmp_path, capsys
     assert predict(model_dir, *paths, "--format", "jsonl", "--output", str(out), "--workers", "2") == 0
     by_name = {Path(row["path"]).name: row for row in read_jsonl(out)}  # read in the DataLoader workers
     assert by_name["signed.jpg"]["provenance"]["content_credentials"]["declares"] == "AI-generated"
-    assert "c2pa" not in by_name["signed.jpg"]  # the object, not its flat CSV columns
+    assert "c2pa" not in by_name["signed.jpg"] and "provenance_columns" not in by_name["signed.jpg"]
+    assert isinstance(by_name["plain.png"]["provenance"], dict)
     assert predict(model_dir, *paths, "--format", "table") == 0
-    assert "provenance=signed_ai" in capsys.readouterr().out
+    assert "provenance=signed: AI-generated" in capsys.readouterr().out
     assert predict(model_dir, *paths, "--trust-anchors", str(tmp_path / "missing.pem")) == 2
     assert "C2PA trust anchors" in capsys.readouterr().err
 

@@ -85,7 +85,7 @@ def test_signed_manifest_declaring_ai_is_read_and_decides_the_verdict(signed, fm
     row = p.as_dict()
     json.dumps(row)  # the answer is plain JSON
     assert row["content_credentials"]["state"] == "valid" and row["evidence"] == "signed_ai"
-    assert p.columns()["c2pa_declares"] == "AI-generated"
+    assert p.columns()["c2pa_declares"] == "AI-generated" and p.short == "signed: AI-generated"
 
 
 def test_trust_anchors_turn_signed_into_trusted_issuer(signed, certs, tmp_path, monkeypatch):
@@ -93,6 +93,7 @@ def test_trust_anchors_turn_signed_into_trusted_issuer(signed, certs, tmp_path, 
     anchors.write_bytes(certs.root_pem)
     c = read_provenance(signed["JPEG"], trust_anchors=anchors).credentials
     assert (c.state, c.trust, c.failures) == ("trusted", "trusted issuer", [])
+    assert read_provenance(signed["JPEG"], trust_anchors=anchors).short == "signed: AI-generated (trusted issuer)"
     monkeypatch.setenv(provenance.TRUST_ANCHORS_ENV, str(anchors))  # the setting the Space uses
     assert read_provenance(signed["PNG"]).credentials.state == "trusted"
     other = tmp_path / "other.pem"
@@ -213,6 +214,7 @@ def test_automatic1111_parameters_are_an_unsigned_hint():
     assert p.generator["name"].startswith("Stable Diffusion web UI (AUTOMATIC1111 format, version v1.9.4")
     assert p.generator["model"] == "sd_xl_base_1.0" and p.generator["prompt"].startswith("portrait photo")
     assert p.evidence == "unsigned_ai" and "unsigned" in p.summary and p.credentials.state == "absent"
+    assert p.short.startswith("unsigned: Stable Diffusion web UI")
     raised = combine("REAL", False, p)
     assert (raised.label, raised.uncertain) == ("REAL", True) and "AUTOMATIC1111" in raised.reason
     assert combine("FAKE", False, p) == combine("FAKE", False, None)  # never lowers a FAKE
@@ -300,7 +302,7 @@ def test_exif_software_and_camera():
 
 def test_no_metadata_changes_nothing_and_says_platforms_strip_it():
     p = read_provenance(encoded(face_like(), "JPEG"))
-    assert p.evidence == "none" and p.summary == NO_METADATA and "strip" in p.summary
+    assert p.evidence == "none" and p.summary == NO_METADATA and "strip" in p.summary and p.short == "none"
     assert combine("REAL", False, p) == combine("REAL", False, None)
     for fmt in ("PNG", "WEBP", "GIF", "BMP", "TIFF"):
         assert read_provenance(encoded(face_like(), fmt)).summary == NO_METADATA
