@@ -142,15 +142,11 @@ class Predictor:
 
     # ----------------------------------------------------------------------------------------- public calls
 
-    def predict_image(self, image: Image.Image, threshold: float | None = None, heatmap: bool = False,
-                      provenance: Provenance | None = None) -> Prediction:
-        """Classify every face found (or the whole image); the image's verdict follows its most-fake face, and
-        `provenance` (from `load_with_provenance`) where the file says where it came from."""
+    def predict_image(self, image: Image.Image, threshold: float | None = None, heatmap: bool = False) -> Prediction:
+        """Classify every face found (or the whole image); the image's verdict follows its most-fake face."""
         found = self.crops(image)
         logits, maps = self.logits([c.image for c in found], heatmap=heatmap)
-        prediction = self._prediction(found, logits, maps, threshold)
-        prediction.provenance = provenance
-        return prediction
+        return self._prediction(found, logits, maps, threshold)
 
     def predict_images(self, images: list[Image.Image], threshold: float | None = None) -> list[Prediction]:
         """`predict_image` for many images (no heat maps), with one forward pass over all their face crops.
@@ -182,7 +178,9 @@ class Predictor:
     def predict_file(self, source, threshold: float | None = None, heatmap: bool = False) -> Prediction:
         """Decode (path, bytes or file object) with the one safe loader and classify, with the file's provenance."""
         image, provenance = load_with_provenance(source, self.trust_anchors)
-        return self.predict_image(image, threshold=threshold, heatmap=heatmap, provenance=provenance)
+        prediction = self.predict_image(image, threshold=threshold, heatmap=heatmap)
+        prediction.provenance = provenance
+        return prediction
 
 
 def load_with_provenance(source, trust_anchors: str | None = None) -> tuple[Image.Image, Provenance]:
