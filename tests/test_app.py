@@ -6,6 +6,7 @@ A tiny untrained model stands in for the real one: these tests check wiring and 
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import socket
@@ -19,13 +20,15 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 import app
 from fakeface.space import batch, rest, serving, ui
 from fakeface.errors import FakefaceError
 from fakeface.images import MAX_FILE_BYTES
 from fakeface.predictor import FaceResult, Prediction, Predictor
+
+from helpers import SigningCertificates, encoded
 
 
 # ------------------------------------------------------------------------------------------------ fixtures
@@ -163,7 +166,7 @@ def test_predict_batch_two_files_table_and_csv(client, tmp_path):
     assert [row[0] for row in table["data"]] == ["img0.png", "img1.png"]
     assert all(row[3].split()[0] in ("REAL", "FAKE") for row in table["data"])
     lines = Path(csv_path).read_text().splitlines()
-    assert lines[0] == ",".join(batch.BATCH_COLUMNS) and len(lines) == 3
+    assert lines[0] == ",".join(batch.CSV_COLUMNS) and len(lines) == 3
     assert summary.startswith("Analysed 2 file(s)")
 
 
@@ -542,3 +545,49 @@ def test_one_gate_for_the_page_api_batch_and_rest(monkeypatch):
     assert all(answers[f"gradio{i}"]["label"] for i in range(3)) and answers["gradio3"][0]["data"]
     assert predictor.calls == 8
     assert predictor.peak == 1  # never two model calls at once, whichever route they came from
+
+
+# ------------------------------------------------------------------------------------------------ provenance
+
+
+@pytest.fixture(scope="module")
+def provenance_files(tmp_path_factory) -> dict[str, Path]:
+    """A JPEG signed with Content Credentials declaring trainedAlgorithmicMedia, a PNG with AUTOMATIC1111's
+    parameters chunk, and a plain PNG: files as a user would upload them."""
+    folder = tmp_path_factory.mktemp("provenance")
+    image = Image.open(io.BytesIO(photo_bytes()))
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", "a face\nSteps: 20, Sampler: Euler a, CFG scale: 7, Model: sd15")
+    files = {"signed.jpg": SigningCertificates().sign(encoded(image, "JPEG"), "image/jpeg"),
+             "a1111.png": encoded(image, "PNG", pnginfo=info), "plain.png": encoded(image, "PNG")}
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    return {name: folder / name for name in files}
+
+
+def test_rest_answer_has_the_provenance_of_the_uploaded_bytes(url, provenance_files):
+    answers = {}
+    for name, path in provenance_files.items():
+        r = _post(url, files={"file": (name, path.read_bytes())})
+        assert r.status_code == 200
+        answers[name] = r.json()["provenance"]
+    signed = answers["signed.jpg"]
+    assert signed["evidence"] == "signed_ai" and signed["content_credentials"]["state"] == "valid"
+    assert signed["content_credentials"]["issuer"] == "Fakeface Test Signer"
+    assert "not checked against a trust list" in signed["summary"]
+    assert answers["a1111.png"]["evidence"] == "unsigned_ai" and "AUTOMATIC1111" in answers["a1111.png"]["summary"]
+    assert answers["plain.png"]["evidence"] == "none" and "strip" in answers["plain.png"]["summary"]
+
+
+def test_batch_table_and_csv_have_provenance(client, provenance_files):
+    from gradio_client import handle_file
+
+    paths = [provenance_files[n] for n in ("signed.jpg", "a1111.png", "plain.png")]
+    table, csv_path, _ = client.predict([handle_file(str(p)) for p in paths], api_name="/predict_batch")
+    column = table["headers"].index("provenance")
+    assert [row[column] for row in table["data"]] == [
+        "signed: AI-generated", "unsigned: Stable Diffusion web UI (AUTOMATIC1111 format)", "none"]
+    rows = list(csv.DictReader(Path(csv_path).open(newline="")))
+    assert [r["c2pa"] for r in rows] == ["valid", "absent", "absent"]
+    assert rows[0]["c2pa_signer"] == "Fakeface Test Signer" and rows[0]["provenance_evidence"] == "signed_ai"
+    assert "AUTOMATIC1111" in rows[1]["generator"] and "strip" in rows[2]["provenance_summary"]

@@ -16,6 +16,7 @@ from pathlib import Path, PurePosixPath
 from ..errors import FakefaceError
 from ..images import MAX_FILE_BYTES, check_file_size
 from ..predictor import Predictor
+from ..provenance import PROVENANCE_COLUMNS
 from .serving import ModelGate, face_count, printable
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,9 @@ BATCH_TIME_LIMIT_S = 600.0  # files not started by then are reported as not anal
 _READ_CHUNK = 1024 * 1024
 
 # A row's "verdict" is `Prediction.verdict`: the label, with " (uncertain)" within the uncertain band.
-BATCH_COLUMNS = ["file", "faces", "fake_prob", "verdict", "note"]
+BATCH_COLUMNS = ["file", "faces", "fake_prob", "verdict", "note", "provenance"]
+# The CSV has every provenance column (provenance.PROVENANCE_COLUMNS); the table on the page its short form only.
+CSV_COLUMNS = BATCH_COLUMNS + [c for c in PROVENANCE_COLUMNS if c not in BATCH_COLUMNS]
 
 
 # ------------------------------------------------------------------------------------------------ reading
@@ -202,7 +205,7 @@ def _row(predictor: Predictor, item: BatchItem, threshold: float | None) -> dict
         return _error_row(item.name, f"{item.name}: internal error while classifying; it has been logged.")
     note = "" if pred.face_found else "no face found: whole image classified"
     return {"file": item.name, "faces": face_count(pred), "fake_prob": round(pred.fake_prob, 4),
-            "verdict": pred.verdict, "note": note}
+            "verdict": pred.verdict, "note": note, **pred.provenance.columns()}
 
 
 _CSV_DIR = Path(tempfile.gettempdir()) / "fakeface-csv"
@@ -215,7 +218,7 @@ def write_csv(rows: list[dict]) -> Path:
     _prune(_CSV_DIR, _CSV_MAX_AGE_S)
     fd, name = tempfile.mkstemp(prefix="fakeface-results-", suffix=".csv", dir=_CSV_DIR)
     with open(fd, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=BATCH_COLUMNS)
+        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
         writer.writeheader()
         for row in rows:
             writer.writerow({k: _csv_safe(v) for k, v in row.items()})
