@@ -591,3 +591,18 @@ def test_batch_table_and_csv_have_provenance(client, provenance_files):
     assert [r["c2pa"] for r in rows] == ["valid", "absent", "absent"]
     assert rows[0]["c2pa_signer"] == "Fakeface Test Signer" and rows[0]["provenance_evidence"] == "signed_ai"
     assert "AUTOMATIC1111" in rows[1]["generator"] and "strip" in rows[2]["provenance_summary"]
+
+
+def test_provenance_panel_text(provenance_files):
+    from fakeface.provenance import read_provenance
+
+    signed = ui.provenance_markdown(read_provenance(provenance_files["signed.jpg"]))
+    assert signed.startswith("**Signed: AI-generated**")
+    assert "- Signer: Fakeface Test Signer / Test Signer" in signed and "not checked against a trust list" in signed
+    assert "strip" in ui.provenance_markdown(read_provenance(provenance_files["plain.png"]))
+    assert ui.provenance_markdown(None) == ""
+    # Text from the file is shown literally: no links, HTML or emphasis smuggled in through a prompt.
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", "<img src=x onerror=alert(1)> [click](http://x) *bold*\nSteps: 1, Sampler: a")
+    text = ui.provenance_markdown(read_provenance(encoded(Image.new("RGB", (8, 8)), "PNG", pnginfo=info)))
+    assert "\\<img" in text and "\\[click\\]" in text and "\\*bold\\*" in text and "<img" not in text.replace("\\<", "")

@@ -4,6 +4,7 @@ picture; app.py lays the page out and wires these to its components."""
 from __future__ import annotations
 
 import logging
+import re
 from contextlib import nullcontext
 
 import gradio as gr
@@ -13,6 +14,7 @@ from PIL import Image
 
 from ..errors import FakefaceError
 from ..predictor import Prediction, Predictor
+from ..provenance import Provenance
 from .batch import BATCH_COLUMNS, BATCH_TIME_LIMIT_S, predict_batch_rows, read_batch, write_csv
 from .guard import event_path
 from .serving import ModelGate, checked_threshold
@@ -229,3 +231,40 @@ def model_description(predictor: Predictor) -> str:
     m = predictor.model
     return (f"**Model:** `{source}` · architecture `{m.arch}` · default threshold {predictor.threshold:.2f} "
             f"(uncertain within ±{m.uncertain_band:.2f}) · face detector `{detector}`")
+
+
+# -------------------------------------------------------------------------------------------- provenance
+
+PROVENANCE_NOTE = (
+    "Read from the file as uploaded, not from the pixels. Valid signed Content Credentials that declare AI "
+    "generation decide the verdict; unsigned metadata is a hint (anyone can write it); most platforms strip "
+    "metadata on upload, so its absence says nothing.")
+_MARKDOWN_SPECIALS = re.compile(r"([\\`*_\[\]<>|~])")  # what formats text inside a line
+
+
+def provenance_markdown(provenance: Provenance | None) -> str:
+    """The page's Provenance panel: each finding, the Content Credentials' details, what could not be read."""
+    if provenance is None:
+        return ""
+    lines = [f"**{_md(provenance.short[:1].upper() + provenance.short[1:])}**", ""]
+    lines += [f"- {_md(f)}" for f in provenance.findings]
+    c = provenance.credentials
+    if c.state not in ("absent", "remote", "timed out"):
+        details = [("Validation", c.state + (f" ({', '.join(c.failures)})" if c.failures else "")),
+                   ("Signer", " / ".join(v for v in (c.issuer, c.common_name) if v) or None),
+                   ("Trust", c.trust), ("Signed at", c.signing_time or "no time-stamp"),
+                   ("Written by", c.claim_generator), ("Ingredients", str(c.ingredients)),
+                   ("Actions", "; ".join(f"{a['action']}" + (f" ({a['digital_source_type']})"
+                                                               if a["digital_source_type"] else "")
+                                         for a in c.actions) or None)]
+        lines += ["", "Content Credentials:"] + [f"- {name}: {_md(value)}" for name, value in details if value]
+    if provenance.generator and provenance.generator.get("prompt"):
+        lines += ["", f"Prompt in the file: {_md(provenance.generator['prompt'])}"]
+    if provenance.notes:
+        lines += ["", "Not read:"] + [f"- {_md(note)}" for note in provenance.notes]
+    return "\n".join(lines + ["", f"_{PROVENANCE_NOTE}_"])
+
+
+def _md(text) -> str:
+    """Text from a file, shown literally (a claim generator or a prompt may hold Markdown or HTML)."""
+    return _MARKDOWN_SPECIALS.sub(r"\\\1", " ".join(str(text).split()))
