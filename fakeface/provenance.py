@@ -84,6 +84,7 @@ class ContentCredentials:
     remote_url: str | None = None
     declares: str | None = None  # e.g. "AI-generated": the AI source type any manifest in the store declares
     declared_source_type: str | None = None
+    declared_in: str | None = None  # "the active manifest" or "an ingredient's manifest"
 
     @property
     def verified(self) -> bool:
@@ -355,7 +356,7 @@ def _credentials_from_store(store: dict, anchors: str | None) -> ContentCredenti
         state=state, trust=trust, claim_generator=_claim_generator(active), issuer=signature.get("issuer"),
         common_name=signature.get("common_name"), signing_time=signature.get("time"),
         actions=_actions(active), ingredients=len(active.get("ingredients") or []), failures=failures)
-    found.declared_source_type = _declared_ai(manifests, store.get("active_manifest"))
+    found.declared_source_type, found.declared_in = _declared_ai(manifests, store.get("active_manifest"))
     found.declares = AI_SOURCE_TYPES.get(found.declared_source_type)
     found.message = _credentials_message(found)
     return found
@@ -381,15 +382,16 @@ def _actions(manifest: dict) -> list[dict]:
     return out
 
 
-def _declared_ai(manifests: dict, active_label: str | None) -> str | None:
-    """The AI source type declared by the active manifest, else by any ingredient's manifest in the store (an AI
-    image edited later is still AI at its origin)."""
+def _declared_ai(manifests: dict, active_label: str | None) -> tuple[str | None, str | None]:
+    """(the AI source type declared, where): by the active manifest, else by any ingredient's manifest in the store
+    (an AI image edited later is still AI at its origin)."""
     order = [active_label] + [label for label in manifests if label != active_label]
     for label in order:
         for action in _actions(manifests.get(label) or {}):
             if action["digital_source_type"] in AI_SOURCE_TYPES:
-                return action["digital_source_type"]
-    return None
+                where = "the active manifest" if label == active_label else "an ingredient's manifest"
+                return action["digital_source_type"], where
+    return None, None
 
 
 def _credentials_message(c: ContentCredentials) -> str:
@@ -400,7 +402,9 @@ def _credentials_message(c: ContentCredentials) -> str:
     signed = f"signed by {c.issuer or c.common_name or 'an unnamed signer'} ({c.trust})"
     tool = f", written by {c.claim_generator}" if c.claim_generator else ""
     if c.declares:
-        return f"Valid Content Credentials declare this image {c.declares} ({c.declared_source_type}); {signed}{tool}."
+        origin = ", by an ingredient: it was made from such an image" if c.declared_in != "the active manifest" else ""
+        return (f"Valid Content Credentials declare this image {c.declares} ({c.declared_source_type}{origin}); "
+                f"{signed}{tool}.")
     sources = sorted({a["digital_source_type"] for a in c.actions if a["digital_source_type"]})
     said = f" (declared source: {', '.join(sources)})" if sources else ""
     return f"Valid Content Credentials{said}, declaring no AI generation; {signed}{tool}."

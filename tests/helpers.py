@@ -98,18 +98,23 @@ class SigningCertificates:
                                               serialization.NoEncryption())
 
     def sign(self, image_bytes: bytes, mime: str, source_type: str = AI_SOURCE, remote_url: str | None = None,
-             generator: str = "fakeface-tests") -> bytes:
-        """`image_bytes` with a C2PA manifest (claim generator, a c2pa.created action with `source_type`)."""
+             generator: str = "fakeface-tests", parent: bytes | None = None) -> bytes:
+        """`image_bytes` with a C2PA manifest: claim generator, a c2pa.created action with `source_type`, or with a
+        `parent` (signed bytes of the same `mime`) an edit of it: c2pa.opened that ingredient, then c2pa.edited."""
         import io
 
         import c2pa
 
+        actions = ([{"action": "c2pa.opened", "parameters": {"ingredientIds": ["parent"]}}, {"action": "c2pa.edited"}]
+                   if parent else [{"action": "c2pa.created", "digitalSourceType": source_type}])
         manifest = {"claim_generator_info": [{"name": generator, "version": "1.0"}], "title": "test image",
-                    "assertions": [{"label": "c2pa.actions", "data": {"actions": [
-                        {"action": "c2pa.created", "digitalSourceType": source_type}]}}]}
+                    "assertions": [{"label": "c2pa.actions", "data": {"actions": actions}}]}
         info = c2pa.C2paSignerInfo(c2pa.C2paSigningAlg.ES256, self.chain_pem, self.key_pem, None)
         out = io.BytesIO()
         with c2pa.Signer.from_info(info) as signer, c2pa.Builder(manifest) as builder:
+            if parent:
+                builder.add_ingredient({"title": "parent", "relationship": "parentOf", "label": "parent"}, mime,
+                                       io.BytesIO(parent))
             if remote_url:
                 builder.set_no_embed()
                 builder.set_remote_url(remote_url)

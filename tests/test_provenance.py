@@ -73,6 +73,7 @@ def test_signed_manifest_declaring_ai_is_read_and_decides_the_verdict(signed, fm
     p = read_provenance(signed[fmt])
     c = p.credentials
     assert (c.state, c.declares, c.declared_source_type) == ("valid", "AI-generated", "trainedAlgorithmicMedia")
+    assert c.declared_in == "the active manifest"
     assert (c.issuer, c.common_name, c.claim_generator) == ("Fakeface Test Signer", "Test Signer", "fakeface-tests 1.0")
     assert c.actions == [{"action": "c2pa.created", "digital_source_type": "trainedAlgorithmicMedia",
                           "software": None}]
@@ -196,6 +197,15 @@ def test_the_native_reader_is_time_boxed(signed, monkeypatch):
     p = read_provenance(signed["JPEG"], timeout_s=0.3)
     assert time.perf_counter() - start < 2
     assert p.credentials.state == "timed out" and p.evidence == "none"
+
+
+def test_an_edit_of_a_signed_ai_image_still_declares_ai(signed, certs):
+    edited = certs.sign(encoded(face_like(), "JPEG"), "image/jpeg", generator="photo-editor", parent=signed["JPEG"])
+    c = read_provenance(edited).credentials
+    assert (c.state, c.ingredients, c.claim_generator) == ("valid", 1, "photo-editor 1.0")
+    assert [a["action"] for a in c.actions] == ["c2pa.opened", "c2pa.edited"]
+    assert (c.declares, c.declared_in) == ("AI-generated", "an ingredient's manifest")
+    assert "by an ingredient" in c.message and combine("REAL", False, read_provenance(edited)).label == "FAKE"
 
 
 def test_signed_capture_is_shown_without_changing_the_verdict(certs):
