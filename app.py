@@ -101,6 +101,10 @@ def build_demo(predictor: Predictor, gate: ModelGate) -> gr.Blocks:
                                     height=320, interactive=False, elem_id="heatmap")
                     gr.Markdown(ui.HEATMAP_NOTE)
                     faces = gr.Gallery(label="Faces found", columns=4, visible=False, elem_id="faces")
+                    with gr.Accordion("Provenance: what the file says about itself", elem_id="provenance-box"):
+                        provenance = gr.Markdown(elem_id="provenance")
+                        with gr.Accordion("Every provenance field", open=False):
+                            provenance_fields = gr.JSON(label="provenance", elem_id="provenance-fields")
         with gr.Tab("Batch"):
             gr.Markdown(f"Up to {MAX_BATCH_FILES} images, or .zip archives of images, "
                         f"{MAX_BATCH_BYTES // (1024 * 1024)} MB in all once unzipped. Uploads are deleted after "
@@ -120,7 +124,8 @@ def build_demo(predictor: Predictor, gate: ModelGate) -> gr.Blocks:
         # The page analyses on upload, on a new threshold and on the button; while one run is going, further
         # triggers collapse into one final run with the latest inputs.
         gr.on([button.click, image.change, threshold.release], events.analyse, inputs=[image, threshold],
-              outputs=[label, summary, heat, faces], api_name="analyse", trigger_mode="always_last",
+              outputs=[label, summary, heat, faces, provenance, provenance_fields], api_name="analyse",
+              trigger_mode="always_last",
               **model_events)
         # API only (no trigger on the page): the label alone, so a client gets a plain REAL/FAKE answer.
         gr.on([], events.predict, inputs=[image, threshold], outputs=[VerdictLabel(label="Verdict", visible=False)],

@@ -18,7 +18,7 @@ from .faces import detector_for, face_crops
 from .hub import ModelSource, load_model
 from .images import decode_image, read_file_bytes
 from .models import FakeFaceModel, probabilities
-from .provenance import Provenance, read_provenance
+from .provenance import Provenance, Verdict, combine, read_provenance
 
 
 @dataclass
@@ -43,13 +43,20 @@ class Prediction:
         return 1.0 - self.fake_prob
 
     @property
+    def judged(self) -> Verdict:
+        """The pixels' decision at the threshold, with what the file says about itself (provenance.combine):
+        signed Content Credentials declaring AI make it FAKE; unsigned AI metadata makes a sure REAL uncertain."""
+        pixels = "FAKE" if self.fake_prob >= self.threshold else "REAL"
+        return combine(pixels, abs(self.fake_prob - self.threshold) < self.uncertain_band, self.provenance)
+
+    @property
     def label(self) -> str:
-        """The bare decision at the threshold: "FAKE" (fake_prob >= threshold) or "REAL"."""
-        return "FAKE" if self.fake_prob >= self.threshold else "REAL"
+        """The bare decision: "FAKE" or "REAL" (see `judged`)."""
+        return self.judged.label
 
     @property
     def uncertain(self) -> bool:
-        return abs(self.fake_prob - self.threshold) < self.uncertain_band
+        return self.judged.uncertain
 
     @property
     def verdict(self) -> str:
@@ -58,9 +65,10 @@ class Prediction:
         return f"{self.label} (uncertain)" if self.uncertain else self.label
 
     def as_dict(self, filename: str | None = None) -> dict:
-        row = {"fake_prob": round(self.fake_prob, 6), "real_prob": round(self.real_prob, 6), "label": self.label,
-               "verdict": self.verdict, "uncertain": self.uncertain, "threshold": self.threshold,
-               "face_found": self.face_found,
+        judged = self.judged
+        row = {"fake_prob": round(self.fake_prob, 6), "real_prob": round(self.real_prob, 6), "label": judged.label,
+               "verdict": self.verdict, "uncertain": judged.uncertain, "threshold": self.threshold,
+               "decided_by": judged.decided_by, "reason": judged.reason, "face_found": self.face_found,
                "faces": [{"box": f.box, "fake_prob": round(f.fake_prob, 6)} for f in self.faces]}
         if self.provenance is not None:
             row["provenance"] = self.provenance.as_dict()

@@ -147,11 +147,12 @@ def test_predict_refuses_a_threshold_out_of_range(client, photo):
 def test_analyse_returns_what_the_page_shows(client, photo):
     from gradio_client import handle_file
 
-    label, summary, heatmap, faces = client.predict(handle_file(str(photo)), api_name="/analyse")
+    label, summary, heatmap, faces, panel, fields = client.predict(handle_file(str(photo)), api_name="/analyse")
     assert label["label"].split()[0] in ("REAL", "FAKE")
     assert "Fake probability" in summary
     assert "No face was found" in summary  # random pixels hold no face: said, and the whole image classified
     assert heatmap and Path(heatmap).is_file()
+    assert fields["evidence"] == "none" and "strip" in panel  # no metadata: says so, changes nothing
 
 
 def test_predict_batch_two_files_table_and_csv(client, tmp_path):
@@ -325,7 +326,7 @@ class _FixedPredictor(Predictor):
 
 def test_analyse_several_faces_gives_a_verdict_per_face(photo):
     pred = _FixedPredictor(0.1, 0.9, 0.55)
-    label, summary, heat, gallery = ui.analyse(pred, str(photo), 0.5)
+    label, summary, heat, gallery, _, _ = ui.analyse(pred, str(photo), 0.5)
     assert label["label"] == "FAKE"
     assert "3 faces found" in summary and "face 2" in summary
     captions = [caption for _, caption in gallery["value"]]
@@ -335,7 +336,7 @@ def test_analyse_several_faces_gives_a_verdict_per_face(photo):
 
 
 def test_analyse_uncertain_band_is_said(photo):
-    label, summary, _, _ = ui.analyse(_FixedPredictor(0.45), str(photo), 0.5)
+    label, summary, *_ = ui.analyse(_FixedPredictor(0.45), str(photo), 0.5)
     assert label["label"] == "REAL (uncertain)"
     assert summary.startswith("**Uncertain, leans REAL.**")
 
@@ -344,7 +345,7 @@ def test_analyse_bad_file_gives_a_message_not_a_traceback(tmp_path):
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     with pytest.warns(UserWarning):  # gr.Warning outside a request falls back to warnings.warn
-        label, summary, heat, _ = ui.analyse(_FixedPredictor(0.5), str(bad), 0.5)
+        label, summary, heat, *_ = ui.analyse(_FixedPredictor(0.5), str(bad), 0.5)
     assert label is None and heat is None
     assert summary.startswith("**Could not analyse this image.** broken.jpg:")
     assert str(tmp_path) not in summary  # the server path is not shown
@@ -606,3 +607,32 @@ def test_provenance_panel_text(provenance_files):
     info.add_text("parameters", "<img src=x onerror=alert(1)> [click](http://x) *bold*\nSteps: 1, Sampler: a")
     text = ui.provenance_markdown(read_provenance(encoded(Image.new("RGB", (8, 8)), "PNG", pnginfo=info)))
     assert "\\<img" in text and "\\[click\\]" in text and "\\*bold\\*" in text and "<img" not in text.replace("\\<", "")
+
+
+def test_signed_ai_credentials_decide_the_verdict_everywhere(url, client, provenance_files):
+    """A low pixel score (0.1) with valid signed Content Credentials declaring AI: FAKE on the page, /analyse,
+    /predict, REST and batch alike, the score still shown."""
+    from gradio_client import handle_file
+
+    signed = provenance_files["signed.jpg"]
+    label, summary, _, _, panel, fields = ui.analyse(_FixedPredictor(0.1), str(signed), 0.5)
+    assert label["label"] == "FAKE" and label["confidences"]["FAKE"] == pytest.approx(0.1)
+    assert summary.startswith("**FAKE: the file's Content Credentials decide.**") and "0.10" in summary
+    assert fields["evidence"] == "signed_ai" and "Signed: AI-generated" in panel
+    rows = batch.predict_batch_rows(_FixedPredictor(0.1), [batch.BatchItem("s.jpg", data=signed.read_bytes())])
+    assert rows[0]["verdict"] == "FAKE" and rows[0]["provenance"] == "signed: AI-generated"
+    # Over HTTP with the tiny model, whatever its score: the same verdict from every route.
+    assert _post(url, files={"file": ("s.jpg", signed.read_bytes())}).json()["label"] == "FAKE"
+    assert client.predict(handle_file(str(signed)), api_name="/predict")["label"] == "FAKE"
+    answer = client.predict(handle_file(str(signed)), api_name="/analyse")
+    assert answer[0]["label"] == "FAKE" and answer[5]["content_credentials"]["declares"] == "AI-generated"
+
+
+def test_unsigned_generator_metadata_raises_a_sure_real_to_uncertain(provenance_files):
+    label, summary, *_ = ui.analyse(_FixedPredictor(0.1), str(provenance_files["a1111.png"]), 0.5)
+    assert label["label"] == "REAL (uncertain)"
+    assert summary.startswith("**Uncertain, leans REAL.**") and "AUTOMATIC1111" in summary
+    label, *_ = ui.analyse(_FixedPredictor(0.9), str(provenance_files["a1111.png"]), 0.5)
+    assert label["label"] == "FAKE"  # never lowered
+    label, *_ = ui.analyse(_FixedPredictor(0.1), str(provenance_files["plain.png"]), 0.5)
+    assert label["label"] == "REAL"  # no metadata: nothing changes

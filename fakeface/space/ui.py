@@ -33,7 +33,8 @@ class Events:
         self.demo, self.predictor, self.gate = demo, predictor, gate
 
     def analyse(self, image, threshold):
-        """/analyse: everything the page shows (label, summary, heat map, face gallery)."""
+        """/analyse: everything the page shows (label, summary, heat map, face gallery, provenance panel and
+        the provenance object)."""
         try:
             path = event_path(self.demo, image)
         except UploadRefused as exc:
@@ -78,9 +79,10 @@ def classify_upload(predictor: Predictor, path: str, threshold, heatmap: bool, g
 
 
 def analyse(predictor: Predictor, path: str | None, threshold, gate: ModelGate | None = None):
-    """Everything the page shows: (label, summary, heat map, face gallery)."""
+    """Everything the page shows: (label, summary, heat map, face gallery, provenance panel, provenance object)."""
     if not path:
-        return None, "Upload, paste or capture an image to analyse it.", None, gr.update(value=None, visible=False)
+        return (None, "Upload, paste or capture an image to analyse it.", None, gr.update(value=None, visible=False),
+                "", None)
     try:
         pred = classify_upload(predictor, path, threshold, heatmap=True, gate=gate)
     except FakefaceError as exc:
@@ -91,12 +93,14 @@ def analyse(predictor: Predictor, path: str | None, threshold, gate: ModelGate |
     face = pred.faces[_most_fake(pred)]
     heat = heatmap_overlay(face.crop, face.heatmap) if face.heatmap is not None else None
     gallery = gr.update(value=face_gallery(pred), visible=len(pred.faces) > 1)
-    return label_value(pred.verdict, pred), summary_markdown(pred), heat, gallery
+    return (label_value(pred.verdict, pred), summary_markdown(pred), heat, gallery,
+            provenance_markdown(pred.provenance), pred.provenance.as_dict() if pred.provenance else None)
 
 
 def _failure(message: str):
     gr.Warning(message)
-    return None, f"**Could not analyse this image.** {message}", None, gr.update(value=None, visible=False)
+    return (None, f"**Could not analyse this image.** {message}", None, gr.update(value=None, visible=False), "",
+            None)
 
 
 def predict_label(predictor: Predictor, path: str | None, threshold, gate: ModelGate | None = None) -> dict:
@@ -119,8 +123,16 @@ def predict_label(predictor: Predictor, path: str | None, threshold, gate: Model
 
 
 def summary_markdown(pred: Prediction) -> str:
+    judged = pred.judged
+    if judged.decided_by == "content credentials":
+        return (f"**{pred.label}: the file's Content Credentials decide.** {judged.reason} The model's own fake "
+                f"probability, {pred.fake_prob:.2f} (threshold {pred.threshold:.2f}), is shown but does not "
+                "overrule a signed declaration.")
     lines = []
-    if pred.uncertain:
+    if judged.reason:  # the file's metadata made a sure answer uncertain
+        lines.append(f"**Uncertain, leans {pred.label}.** Fake probability {pred.fake_prob:.2f} (threshold "
+                     f"{pred.threshold:.2f}). {judged.reason}")
+    elif pred.uncertain:
         lines.append(f"**Uncertain, leans {pred.label}.** Fake probability {pred.fake_prob:.2f} is within "
                      f"±{pred.uncertain_band:.2f} of the threshold {pred.threshold:.2f}: the model cannot tell "
                      "reliably.")
