@@ -151,7 +151,7 @@ def test_provenance_columns_from_the_files_own_bytes(model_dir, tmp_path, capsys
     rows = {Path(row["path"]).name: row for row in csv.DictReader(io.StringIO(capsys.readouterr().out))}
     assert (rows["signed.jpg"]["c2pa"], rows["signed.jpg"]["provenance_evidence"]) == ("valid", "signed_ai")
     assert rows["signed.jpg"]["c2pa_signer"] == "Fakeface Test Signer"
-    assert rows["signed.jpg"]["c2pa_declares"] == "AI-generated"
+    assert rows["signed.jpg"]["c2pa_declares"] == "AI-generated" and rows["signed.jpg"]["label"] == "FAKE"
     assert rows["generated.png"]["provenance_evidence"] == "unsigned_ai"
     assert "AUTOMATIC1111" in rows["generated.png"]["generator"]
     assert rows["plain.png"]["provenance_evidence"] == "none" and "strip" in rows["plain.png"]["provenance_summary"]
@@ -159,6 +159,7 @@ def test_provenance_columns_from_the_files_own_bytes(model_dir, tmp_path, capsys
     assert predict(model_dir, *paths, "--format", "jsonl", "--output", str(out), "--workers", "2") == 0
     by_name = {Path(row["path"]).name: row for row in read_jsonl(out)}  # read in the DataLoader workers
     assert by_name["signed.jpg"]["provenance"]["content_credentials"]["declares"] == "AI-generated"
+    assert (by_name["signed.jpg"]["label"], by_name["signed.jpg"]["decided_by"]) == ("FAKE", "content credentials")
     assert "c2pa" not in by_name["signed.jpg"] and "provenance_columns" not in by_name["signed.jpg"]
     assert isinstance(by_name["plain.png"]["provenance"], dict)
     assert predict(model_dir, *paths, "--format", "table") == 0
