@@ -18,7 +18,7 @@ from .faces import detector_for, face_crops
 from .hub import ModelSource, load_model
 from .images import decode_image, read_file_bytes
 from .models import FakeFaceModel, probabilities
-from .provenance import Provenance, Verdict, combine, read_provenance
+from .provenance import CombinedVerdict, Provenance, combine, read_provenance
 
 
 @dataclass
@@ -43,7 +43,7 @@ class Prediction:
         return 1.0 - self.fake_prob
 
     @property
-    def judged(self) -> Verdict:
+    def judged(self) -> CombinedVerdict:
         """The pixels' decision at the threshold, with what the file says about itself (provenance.combine):
         signed Content Credentials declaring AI make it FAKE; unsigned AI metadata makes a sure REAL uncertain."""
         pixels = "FAKE" if self.fake_prob >= self.threshold else "REAL"

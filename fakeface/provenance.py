@@ -182,7 +182,7 @@ PROVENANCE_COLUMNS = list(Provenance().columns())
 
 
 @dataclass(frozen=True)
-class Verdict:
+class CombinedVerdict:
     """The verdict after provenance: label "FAKE" / "REAL", or None when the pixels abstained (no face)."""
 
     label: str | None
@@ -191,7 +191,7 @@ class Verdict:
     reason: str | None = None  # why provenance changed or settled it
 
 
-def combine(label: str | None, uncertain: bool, provenance: Provenance | None) -> Verdict:
+def combine(label: str | None, uncertain: bool, provenance: Provenance | None) -> CombinedVerdict:
     """The pixel verdict (label and its uncertainty) combined with what the file says about itself.
 
     A valid signed manifest declaring AI generation or composition makes it FAKE, whatever the pixels say. Unsigned
@@ -199,12 +199,13 @@ def combine(label: str | None, uncertain: bool, provenance: Provenance | None) -
     Without a face the pixels abstain (label None), and only a signed declaration gives a label.
     """
     if provenance is None:
-        return Verdict(label, uncertain, "pixels")
+        return CombinedVerdict(label, uncertain, "pixels")
     if provenance.evidence == "signed_ai":
-        return Verdict("FAKE", False, "content credentials", provenance.credentials.message)
+        return CombinedVerdict("FAKE", False, "content credentials", provenance.credentials.message)
     if provenance.evidence == "unsigned_ai" and label == "REAL" and not uncertain:
-        return Verdict("REAL", True, "pixels", "Raised to uncertain by the file's metadata: " + provenance.summary)
-    return Verdict(label, uncertain, "pixels")
+        raised = "Raised to uncertain by the file's metadata: " + provenance.summary
+        return CombinedVerdict("REAL", True, "pixels", raised)
+    return CombinedVerdict(label, uncertain, "pixels")
 
 
 # ------------------------------------------------------------------------------------------------- reading

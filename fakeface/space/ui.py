@@ -261,7 +261,7 @@ def provenance_markdown(provenance: Provenance | None) -> str:
     lines = [f"**{_md(provenance.short[:1].upper() + provenance.short[1:])}**", ""]
     lines += [f"- {_md(f)}" for f in provenance.findings]
     c = provenance.credentials
-    if c.state not in ("absent", "remote", "timed out"):
+    if c.state in ("valid", "trusted", "invalid"):
         details = [("Validation", c.state + (f" ({', '.join(c.failures)})" if c.failures else "")),
                    ("Signer", " / ".join(v for v in (c.issuer, c.common_name) if v) or None),
                    ("Trust", c.trust), ("Signed at", c.signing_time or "no time-stamp"),
