@@ -5,9 +5,9 @@ publish` pinned in pinned_model.txt, else the bundled copy), and serves on $GRAD
 when no model (or its backbone) can be had, it exits with one sentence saying what to set or install. Tests
 build the same app around their own Predictor with `create_app(predictor)`.
 
-Gradio API endpoints (gradio_client): /predict (image -> REAL/FAKE label), /analyse (everything the page
-shows), /predict_batch (files or .zip -> table and CSV). REST: POST /api/v1/predict (fakeface/space/rest.py). This
-file is layout and wiring: what the events do is in fakeface/space/ui.py, which files they may name in
+Gradio API endpoints (gradio_client): /predict (image -> a label headed REAL, UNCERTAIN, FAKE or NO FACE),
+/analyse (everything the page shows), /predict_batch (files or .zip -> table and CSV). REST: POST
+/api/v1/predict (fakeface/space/rest.py). This file is layout and wiring: what the events do is in fakeface/space/ui.py, which files they may name in
 fakeface/space/guard.py and uploads.py, the one ModelGate for every route in fakeface/space/serving.py.
 """
 
@@ -77,12 +77,14 @@ def build_demo(predictor: Predictor, gate: ModelGate) -> gr.Blocks:
     def threshold_slider():
         return gr.Slider(0.0, 1.0, value=default, step=0.01, label="Threshold on the fake probability",
                          info=f"Default {default:.2f} from the model's calibration; scores within ±{band:.2f} of "
-                              "it are reported as uncertain.")
+                              "it are UNCERTAIN. Drag, or type a value.")
 
     # delete_cache sweeps, by age, what no event deletes: the page's own image (kept to re-analyse it).
     with gr.Blocks(title="fakeface: fake face detector", delete_cache=(1800, 3600)) as demo:
         gr.Markdown("# fakeface: is this face real or fake?\n\n" + ui.ABOUT)
         gr.Markdown(ui.model_description(predictor), elem_id="model-source")
+        with gr.Accordion("Model details", open=False, elem_id="model-details-box"):
+            gr.Markdown(ui.model_details(predictor), elem_id="model-details")
         with gr.Tab("Single image"):
             with gr.Row():
                 with gr.Column():
@@ -93,18 +95,25 @@ def build_demo(predictor: Predictor, gate: ModelGate) -> gr.Blocks:
                     examples = example_files()
                     if examples:
                         gr.Examples(examples=[[p] for p in examples], inputs=[image], label="Examples",
-                                    example_labels=[Path(p).stem.replace("_", " ") for p in examples])
+                                    elem_id="examples")
                 with gr.Column():
-                    label = VerdictLabel(label="Verdict", elem_id="verdict")
+                    # The verdict: hidden on the page (the scale below shows it with its numbers), sent to API
+                    # clients of /analyse as a label they can test.
+                    label = VerdictLabel(label="Verdict", visible=False)
+                    scale = gr.HTML(css_template=ui.VERDICT_CSS, elem_id="verdict")
                     summary = gr.Markdown(label="Summary", elem_id="summary")
-                    heat = gr.Image(type="pil", label="Heat map (the face that decided the verdict)",
-                                    height=320, interactive=False, elem_id="heatmap")
-                    gr.Markdown(ui.HEATMAP_NOTE)
-                    faces = gr.Gallery(label="Faces found", columns=4, visible=False, elem_id="faces")
+                    boxes = gr.Image(type="pil", label="Faces found, numbered left to right", height=320,
+                                     interactive=False, visible=False, elem_id="face-boxes")
+                    faces = gr.Gallery(label="Each face's verdict", columns=4, visible=False, elem_id="faces")
+                    heat = gr.Image(type="pil", label="Heat map", height=320, interactive=False, visible=False,
+                                    elem_id="heatmap")
+                    with gr.Accordion("What the heat map shows", open=False):
+                        gr.Markdown(ui.HEATMAP_NOTE)
                     with gr.Accordion("Provenance: what the file says about itself", elem_id="provenance-box"):
                         provenance = gr.Markdown(elem_id="provenance")
                         with gr.Accordion("Every provenance field", open=False):
                             provenance_fields = gr.JSON(label="provenance", elem_id="provenance-fields")
+            kept = gr.State(None)  # the last result, so a new threshold re-reads it without a model run
         with gr.Tab("Batch"):
             gr.Markdown(f"Up to {MAX_BATCH_FILES} images, or .zip archives of images, "
                         f"{MAX_BATCH_BYTES // (1024 * 1024)} MB in all once unzipped. Uploads are deleted after "
@@ -121,13 +130,15 @@ def build_demo(predictor: Predictor, gate: ModelGate) -> gr.Blocks:
         # guard_file_inputs checks them first. concurrency_limit: Gradio need not start more model events than
         # the gate has slots; the gate itself (gate.slot(), shared with REST) is what bounds the model calls.
         model_events = dict(concurrency_id="model", concurrency_limit=gate.slots, preprocess=False)
-        # The page analyses on upload, on a new threshold and on the button; while one run is going, further
+        page = [label, scale, summary, heat, boxes, faces, provenance, provenance_fields]
+        # One model run per new image (an upload, an example, the button); while one run is going, further
         # triggers collapse into one final run with the latest inputs.
-        gr.on([button.click, image.change, threshold.release], events.analyse, inputs=[image, threshold],
-              outputs=[label, summary, heat, faces, provenance, provenance_fields], api_name="analyse",
-              trigger_mode="always_last",
-              **model_events)
-        # API only (no trigger on the page): the label alone, so a client gets a plain REAL/FAKE answer.
+        gr.on([button.click, image.change], events.analyse, inputs=[image, threshold, kept], outputs=[*page, kept],
+              api_name="analyse", trigger_mode="always_last", **model_events)
+        # A new threshold (typed or dragged) re-reads the kept scores: no model run, so no waiting.
+        threshold.change(events.rethreshold, inputs=[kept, threshold], outputs=page, trigger_mode="always_last",
+                         api_visibility="private", queue=False)
+        # API only (no trigger on the page): the label alone, so a client gets a plain answer to test.
         gr.on([], events.predict, inputs=[image, threshold], outputs=[VerdictLabel(label="Verdict", visible=False)],
               api_name="predict", **model_events)
         batch_button.click(events.predict_batch, inputs=[files, batch_threshold],

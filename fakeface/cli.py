@@ -395,11 +395,12 @@ def _predict_one(predictor, image):
 
 
 def _row(path: str, result) -> dict:
+    """One output row: Prediction.as_dict (the REST answer's fields) under the input's path, or its error."""
     if isinstance(result, str):
-        return {"path": path, "fake_prob": None, "real_prob": None, "label": None, "error": result}
+        return {"path": path, "verdict": None, "uncertain": None, "headline": "ERROR", "fake_prob": None,
+                "real_prob": None, "faces_found": None, "error": result}
     # The JSON row carries the provenance object (as_dict); a CSV row its flat columns instead.
-    return {"path": path, **result.as_dict(), "faces": len(result.faces),
-            "provenance_columns": result.provenance.columns()}
+    return {"path": path, **result.as_dict(), "provenance_columns": result.provenance.columns()}
 
 
 class _HubImages:
@@ -471,7 +472,8 @@ def _open_output(output: str | None, append: bool):
 
 
 class _RowWriter:
-    COLUMNS = ["path", "fake_prob", "real_prob", "label", "uncertain", "faces", "error", *PROVENANCE_COLUMNS]
+    COLUMNS = ["path", "verdict", "uncertain", "headline", "fake_prob", "real_prob", "faces_found",
+               "whole_image_fake_prob", "error", "decided_by", *PROVENANCE_COLUMNS]
 
     def __init__(self, fmt: str, stream, header: bool = True):
         self.fmt, self.stream, self.rows = fmt, stream, []
@@ -482,8 +484,7 @@ class _RowWriter:
 
     def write(self, row: dict) -> None:
         if self.fmt == "jsonl":
-            skip = ("verdict", "provenance_columns")
-            self.stream.write(json.dumps({k: v for k, v in row.items() if k not in skip}) + "\n")
+            self.stream.write(json.dumps({k: v for k, v in row.items() if k != "provenance_columns"}) + "\n")
             self.stream.flush()  # streaming: each row is usable as soon as it is written
         elif self.fmt == "csv":
             self.csv.writerow({**row, **row.get("provenance_columns", {})})
@@ -497,9 +498,10 @@ class _RowWriter:
         for row in self.rows:
             if row.get("error"):
                 self.stream.write(f"{row['path']}\tERROR\t{row['error']}\n")
-            else:
-                self.stream.write(f"{row['path']}\t{row['verdict']}\tfake_prob={row['fake_prob']:.4f}"
-                                  f"\tfaces={row['faces']}\tprovenance={row['provenance_columns']['provenance']}\n")
+            else:  # without a face there is no face score to show: "-"
+                prob = "-" if row["fake_prob"] is None else f"{row['fake_prob']:.4f}"
+                self.stream.write(f"{row['path']}\t{row['headline']}\tfake_prob={prob}\tfaces={row['faces_found']}"
+                                  f"\tprovenance={row['provenance_columns']['provenance']}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -538,7 +540,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, help="decision threshold (default: the model's)")
     p.add_argument("--format", choices=["table", "csv", "jsonl"], default="table")
     p.add_argument("--detector", choices=["auto", "mtcnn", "haar", "none"], default="auto",
-                   help="face detector ('none' classifies whole images)")
+                   help="face detector ('none': every image is read as one face crop, e.g. pre-cropped faces)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--output", metavar="FILE", help="write rows to FILE (default: standard output)")
     p.add_argument("--skip-existing", action="store_true",

@@ -10,3 +10,7 @@ class FakefaceError(Exception):
 
 class TooLargeError(FakefaceError):
     """The input is over a size limit (bytes, pixels, files in a batch): HTTP 413 rather than 400."""
+
+
+class UnsupportedFormatError(FakefaceError):
+    """The input is not an image in an accepted format: HTTP 415 rather than 400."""

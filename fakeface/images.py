@@ -17,7 +17,7 @@ from typing import BinaryIO, Union
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from .errors import FakefaceError, TooLargeError
+from .errors import FakefaceError, TooLargeError, UnsupportedFormatError
 
 MAX_FILE_BYTES = 30 * 1024 * 1024
 MAX_PIXELS = 80_000_000  # an 8000x8000 photo (64 MP) loads; a 10000x10000 one does not
@@ -139,14 +139,14 @@ def _open_header(data: bytes, name: str) -> ImageFile.ImageFile:
         kind = _signature_format(data)
         if kind:  # Pillow hides a plugin's parse error behind "cannot identify": say what it really is
             raise _corrupt(name, f"its {kind} header cannot be read") from None
-        raise FakefaceError(
+        raise UnsupportedFormatError(
             _at(name) + f"not an image, or not in a supported format ({_SUPPORTED_TEXT})."
         ) from None
     except Exception as exc:  # a header Pillow recognised but could not parse
         raise _corrupt(name, exc) from None
     if im.format not in ALLOWED_FORMATS:  # plugins can hand back subclasses; accept only what we listed
         im.close()
-        raise FakefaceError(_at(name) + f"{im.format} images are not accepted ({_SUPPORTED_TEXT}).")
+        raise UnsupportedFormatError(_at(name) + f"{im.format} images are not accepted ({_SUPPORTED_TEXT}).")
     return im
 
 

@@ -21,6 +21,41 @@ from .models import FakeFaceModel, probabilities
 from .provenance import CombinedVerdict, Provenance, combine, read_provenance
 
 
+# The one verdict rule. Every route (the page, /predict, /analyse, REST, batch, the CLI) reads its answer from
+# `decide`, so the same image and threshold read the same everywhere.
+REAL, FAKE, UNCERTAIN, NO_FACE = "REAL", "FAKE", "UNCERTAIN", "NO FACE"
+NO_FACE_MESSAGE = ("No face found, so there is no verdict: the model judges faces only. Try a photo where a face "
+                   "is clearly visible.")
+NO_FACE_CREDENTIALS_MESSAGE = ("No face found; the verdict comes from the file's Content Credentials, not from "
+                               "the model.")
+WHOLE_IMAGE_NOTE = ("the score of the whole image, outside what the model was trained for (face crops): not a "
+                    "verdict")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The answer for one score: `decision` is REAL or FAKE at the threshold (None without a face: the model
+    abstains); `uncertain` is True when the score lies within the uncertain band of the threshold."""
+
+    decision: str | None
+    uncertain: bool
+
+    @property
+    def headline(self) -> str:
+        """What a person reads first: REAL, UNCERTAIN, FAKE, or NO FACE."""
+        if self.decision is None:
+            return NO_FACE
+        return UNCERTAIN if self.uncertain else self.decision
+
+
+def decide(fake_prob: float, threshold: float, uncertain_band: float, face_found: bool = True) -> Verdict:
+    """FAKE when fake_prob >= threshold, else REAL; uncertain within ±uncertain_band of the threshold; no
+    decision at all when no face was found."""
+    if not face_found:
+        return Verdict(None, False)
+    return Verdict(FAKE if fake_prob >= threshold else REAL, abs(fake_prob - threshold) < uncertain_band)
+
+
 @dataclass
 class FaceResult:
     fake_prob: float
@@ -31,6 +66,9 @@ class FaceResult:
 
 @dataclass
 class Prediction:
+    """One image's answer. `fake_prob` is its most-fake face's score (the whole image's when no face was found:
+    then there is no verdict, see `decide`). `faces` are ordered left to right."""
+
     fake_prob: float
     threshold: float
     uncertain_band: float
@@ -44,37 +82,59 @@ class Prediction:
 
     @property
     def judged(self) -> CombinedVerdict:
-        """The pixels' decision at the threshold, with what the file says about itself (provenance.combine):
-        signed Content Credentials declaring AI make it FAKE; unsigned AI metadata makes a sure REAL uncertain."""
-        pixels = "FAKE" if self.fake_prob >= self.threshold else "REAL"
-        return combine(pixels, abs(self.fake_prob - self.threshold) < self.uncertain_band, self.provenance)
+        """The one verdict rule (`decide`) with what the file says about itself (provenance.combine): valid
+        signed Content Credentials declaring AI make it FAKE, even without a face; unsigned AI metadata makes a
+        sure REAL uncertain; no metadata changes nothing."""
+        pixels = decide(self.fake_prob, self.threshold, self.uncertain_band, self.face_found)
+        return combine(pixels.decision, pixels.uncertain, self.provenance)
 
     @property
-    def label(self) -> str:
-        """The bare decision: "FAKE" or "REAL" (see `judged`)."""
-        return self.judged.label
+    def decided(self) -> Verdict:
+        judged = self.judged
+        return Verdict(judged.label, judged.uncertain)
+
+    @property
+    def verdict(self) -> str | None:
+        """REAL or FAKE; None when no face was found (and no Content Credentials decide)."""
+        return self.decided.decision
 
     @property
     def uncertain(self) -> bool:
-        return self.judged.uncertain
+        return self.decided.uncertain
 
     @property
-    def verdict(self) -> str:
-        """What people are told, everywhere (page, batch table and CSV, REST, CLI table): the label, with
-        " (uncertain)" when fake_prob lies within the model's uncertain band of the threshold."""
-        return f"{self.label} (uncertain)" if self.uncertain else self.label
+    def headline(self) -> str:
+        """REAL, UNCERTAIN, FAKE or NO FACE: what every route shows first."""
+        return self.decided.headline
+
+    @property
+    def faces_found(self) -> int:
+        """Faces found; 0 when none was (and the whole image was scored instead)."""
+        return len(self.faces) if self.face_found else 0
+
+    def face_verdict(self, face: FaceResult) -> Verdict:
+        """One face judged by the image's threshold and band."""
+        return decide(face.fake_prob, self.threshold, self.uncertain_band)
 
     def as_dict(self, filename: str | None = None) -> dict:
+        """The JSON answer (REST, `fakeface predict`): `verdict` REAL/FAKE or null, `uncertain` beside it, the
+        `headline` the page shows, `faces_found`, what decided (`decided_by`, `reason`) and the file's
+        `provenance`. Without a face: no probabilities, a `message`, and the whole image's score under its own
+        name; no verdict either, unless the file's Content Credentials give one."""
         judged = self.judged
-        row = {"fake_prob": round(self.fake_prob, 6), "real_prob": round(self.real_prob, 6), "label": judged.label,
-               "verdict": self.verdict, "uncertain": judged.uncertain, "threshold": self.threshold,
-               "decided_by": judged.decided_by, "reason": judged.reason, "face_found": self.face_found,
-               "faces": [{"box": f.box, "fake_prob": round(f.fake_prob, 6)} for f in self.faces]}
+        row = {"verdict": judged.label, "uncertain": judged.uncertain if judged.label is not None else None,
+               "headline": self.headline, "fake_prob": None, "real_prob": None, "threshold": self.threshold,
+               "uncertain_band": self.uncertain_band, "faces_found": self.faces_found, "faces": [],
+               "decided_by": judged.decided_by, "reason": judged.reason}
+        if self.face_found:
+            row.update(fake_prob=round(self.fake_prob, 6), real_prob=round(self.real_prob, 6),
+                       faces=[{"box": f.box, "fake_prob": round(f.fake_prob, 6)} for f in self.faces])
+        else:
+            message = NO_FACE_MESSAGE if judged.label is None else NO_FACE_CREDENTIALS_MESSAGE
+            row.update(message=message, whole_image_fake_prob=round(self.fake_prob, 6))
         if self.provenance is not None:
             row["provenance"] = self.provenance.as_dict()
-        if filename is not None:
-            row = {"filename": filename, **row}
-        return row
+        return {"filename": filename, **row} if filename is not None else row
 
 
 class Predictor:
@@ -174,21 +234,29 @@ class Predictor:
         return predictions
 
     def _prediction(self, found, logits, maps, threshold: float | None) -> Prediction:
-        """One image's Prediction from its crops' logits: its verdict follows its most-fake face."""
+        """One image's Prediction from its crops' logits: its verdict follows its most-fake face. Faces are
+        listed left to right, the order in which the page numbers them. Without a detector (--detector none)
+        every image is taken to be a face crop, so it gets a verdict."""
         probs = probabilities(logits, self.model.temperature)
         faces = [FaceResult(float(p), tuple(map(int, c.box[:4])) if c.box is not None else None, c.image, m)
                  for p, c, m in zip(probs, found, maps)]
+        faces.sort(key=lambda f: f.box[0] if f.box is not None else 0)
         return Prediction(fake_prob=max(f.fake_prob for f in faces),
                           threshold=self.threshold if threshold is None else float(threshold),
                           uncertain_band=self.model.uncertain_band, faces=faces,
-                          face_found=any(c.found for c in found))
+                          face_found=self.detector is None or any(c.found for c in found))
 
     def predict_file(self, source, threshold: float | None = None, heatmap: bool = False) -> Prediction:
         """Decode (path, bytes or file object) with the one safe loader and classify, with the file's provenance."""
+        return self.predict_upload(source, threshold=threshold, heatmap=heatmap)[1]
+
+    def predict_upload(self, source, threshold: float | None = None, heatmap: bool = False
+                       ) -> tuple[Image.Image, Prediction]:
+        """`predict_file`, and the decoded image too (the page draws the faces' boxes on it)."""
         image, provenance = load_with_provenance(source, self.trust_anchors)
         prediction = self.predict_image(image, threshold=threshold, heatmap=heatmap)
         prediction.provenance = provenance
-        return prediction
+        return image, prediction
 
 
 def load_with_provenance(source, trust_anchors: str | None = None) -> tuple[Image.Image, Provenance]:

@@ -77,6 +77,11 @@ def predictor(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def tiny_face_predictor(predictor):
+    return predictor
+
+
+@pytest.fixture(scope="module")
 def url(predictor):
     with running_app(predictor) as base:
         yield base
@@ -98,9 +103,14 @@ def photo_bytes(fmt: str = "PNG", size: int = 96, seed: int = 0) -> bytes:
 
 @pytest.fixture
 def photo(tmp_path) -> Path:
+    """Random pixels: no face in it."""
     path = tmp_path / "photo.png"
     path.write_bytes(photo_bytes())
     return path
+
+
+FACE = Path(__file__).resolve().parents[1] / "examples" / "grace_hopper.jpg"  # one face (public domain)
+HEADLINES = ("REAL", "UNCERTAIN", "FAKE")
 
 
 # -------------------------------------------------------------------------------------- Gradio endpoints
@@ -111,21 +121,28 @@ def test_named_endpoints(client):
     assert {"/predict", "/analyse", "/predict_batch"} <= named
 
 
-def test_predict_returns_label_only(client, photo):
+def test_predict_returns_label_only(client):
     from gradio_client import handle_file
 
-    result = client.predict(handle_file(str(photo)), api_name="/predict")
-    assert result["label"] in ("REAL", "FAKE")
+    result = client.predict(handle_file(str(FACE)), api_name="/predict")
+    assert result["label"] in HEADLINES
     confidences = {c["label"]: c["confidence"] for c in result["confidences"]}
     assert set(confidences) == {"REAL", "FAKE"}
     assert confidences["REAL"] + confidences["FAKE"] == pytest.approx(1.0, abs=1e-6)
 
 
-def test_predict_threshold_decides_the_label(client, photo):
+def test_predict_without_a_face_says_so_and_weighs_nothing(client, photo):
+    from gradio_client import handle_file
+
+    result = client.predict(handle_file(str(photo)), api_name="/predict")
+    assert result["label"] == "NO FACE" and not result.get("confidences")
+
+
+def test_predict_threshold_decides_the_label(client):
     from gradio_client import handle_file
 
     # Any probability is >= 0, so threshold 0 makes everything FAKE, even when REAL is the likelier class.
-    assert client.predict(handle_file(str(photo)), 0.0, api_name="/predict")["label"] == "FAKE"
+    assert client.predict(handle_file(str(FACE)), 0.0, api_name="/predict")["label"] == "FAKE"
 
 
 def test_predict_refuses_a_text_file_with_its_message(client, tmp_path):
@@ -147,12 +164,18 @@ def test_predict_refuses_a_threshold_out_of_range(client, photo):
 def test_analyse_returns_what_the_page_shows(client, photo):
     from gradio_client import handle_file
 
-    label, summary, heatmap, faces, panel, fields = client.predict(handle_file(str(photo)), api_name="/analyse")
-    assert label["label"].split()[0] in ("REAL", "FAKE")
+    label, scale, summary, heatmap, boxes, faces, panel, fields = client.predict(handle_file(str(FACE)),
+                                                                                 api_name="/analyse")
+    assert label["label"] in HEADLINES and f">{label['label']}" in scale and "threshold" in scale
     assert "Fake probability" in summary
-    assert "No face was found" in summary  # random pixels hold no face: said, and the whole image classified
-    assert heatmap and Path(heatmap).is_file()
+    # Shown or hidden with the answer, so they come as updates: {"value": file, "visible": ...}
+    assert Path(heatmap["value"]).is_file() and Path(boxes["value"]).is_file() and boxes["visible"]
+    # Random pixels hold no face: no verdict, no probabilities, no heat map, and the summary says so.
     assert fields["evidence"] == "none" and "strip" in panel  # no metadata: says so, changes nothing
+    label, scale, summary, heatmap, boxes, faces, *_ = client.predict(handle_file(str(photo)), api_name="/analyse")
+    assert label["label"] == "NO FACE" and "NO FACE FOUND" in scale
+    assert summary.startswith("**No verdict.**") and "outside what the model was trained for" in summary
+    assert not heatmap["visible"] and not heatmap.get("value") and not boxes.get("value")
 
 
 def test_predict_batch_two_files_table_and_csv(client, tmp_path):
@@ -165,7 +188,8 @@ def test_predict_batch_two_files_table_and_csv(client, tmp_path):
     table, csv_path, summary = client.predict([handle_file(str(p)) for p in paths], api_name="/predict_batch")
     assert table["headers"] == batch.BATCH_COLUMNS
     assert [row[0] for row in table["data"]] == ["img0.png", "img1.png"]
-    assert all(row[3].split()[0] in ("REAL", "FAKE") for row in table["data"])
+    assert all(row[3] == "NO FACE" and row[1] == 0 and row[2] in ("", None) for row in table["data"])
+    assert all("no face found" in row[4] for row in table["data"])
     lines = Path(csv_path).read_text().splitlines()
     assert lines[0] == ",".join(batch.CSV_COLUMNS) and len(lines) == 3
     assert summary.startswith("Analysed 2 file(s)")
@@ -246,34 +270,67 @@ def _post(url, files=None, data=None):
 
 
 def test_rest_good_image(url, predictor):
-    r = _post(url, files={"file": ("face.png", photo_bytes(), "image/png")})
+    r = _post(url, files={"file": ("face.jpg", FACE.read_bytes(), "image/jpeg")})
     assert r.status_code == 200
     body = r.json()
-    assert body["filename"] == "face.png"
-    assert body["label"] in ("REAL", "FAKE")
-    assert body["verdict"] == body["label"] + (" (uncertain)" if body["uncertain"] else "")
+    assert body["filename"] == "face.jpg"
+    assert body["verdict"] in ("REAL", "FAKE") and isinstance(body["uncertain"], bool)  # the seed's contract
+    assert body["headline"] == ("UNCERTAIN" if body["uncertain"] else body["verdict"])
     assert body["real_prob"] + body["fake_prob"] == pytest.approx(1.0, abs=1e-5)
     assert body["threshold"] == pytest.approx(predictor.threshold)
-    assert isinstance(body["faces"], list) and body["face_found"] is False
+    assert body["faces_found"] == len(body["faces"]) == 1 and "face_found" not in body
     assert body["model"] == predictor.source.describe()
+
+
+def test_rest_without_a_face_has_no_verdict(url):
+    r = _post(url, files={"file": ("noise.png", photo_bytes(), "image/png")})
+    body = r.json()
+    assert r.status_code == 200 and body["verdict"] is None and body["faces_found"] == 0 and body["faces"] == []
+    assert body["fake_prob"] is None and body["real_prob"] is None and body["headline"] == "NO FACE"
+    assert "no verdict" in body["message"] and 0 <= body["whole_image_fake_prob"] <= 1
 
 
 @pytest.mark.parametrize("threshold, verdict", [("0", "FAKE"), ("1", "REAL")])
 def test_rest_threshold_is_honoured(url, threshold, verdict):
-    r = _post(url, files={"file": ("face.png", photo_bytes(), "image/png")}, data={"threshold": threshold})
+    r = _post(url, files={"file": ("face.jpg", FACE.read_bytes(), "image/jpeg")}, data={"threshold": threshold})
     assert r.status_code == 200
-    assert r.json()["threshold"] == float(threshold) and r.json()["label"] == verdict
-    assert r.json()["verdict"].split()[0] == verdict
+    assert r.json()["threshold"] == float(threshold) and r.json()["verdict"] == verdict
 
 
-@pytest.mark.parametrize("content, expected", [
-    (b"", "empty file"),
-    (b"just some text\n", "not an image"),
-    (photo_bytes()[:200], "truncated or corrupt"),
+def test_rest_openapi_documents_every_status_with_its_body(url):
+    spec = httpx.get(f"{url}/api/v1/openapi.json", timeout=30).json()
+    responses = spec["paths"][rest.REST_PATH]["post"]["responses"]
+    for code in ("200", "400", "413", "415", "422", "429", "503"):
+        schema = responses[code]["content"]["application/json"]["schema"]
+        name = schema["$ref"].rsplit("/", 1)[-1]
+        assert name == ("Answer" if code == "200" else "ErrorAnswer"), code
+    answer = spec["components"]["schemas"]["Answer"]["properties"]
+    assert {"filename", "verdict", "uncertain", "fake_prob", "real_prob", "faces_found", "message"} <= set(answer)
+
+
+def test_rest_not_multipart_is_415(url):
+    r = httpx.post(f"{url}{rest.REST_PATH}", content=FACE.read_bytes(), headers={"Content-Type": "image/jpeg"},
+                   timeout=60)
+    assert r.status_code == 415 and "multipart/form-data" in r.json()["error"]
+
+
+def test_rest_too_many_at_once_from_one_client_is_429():
+    limit = serving.ClientLimit(2)
+    assert limit.try_enter("a") and limit.try_enter("a") and not limit.try_enter("a") and limit.try_enter("b")
+    limit.leave("a")
+    assert limit.try_enter("a")
+    assert serving.ClientLimit.client_of({"x-forwarded-for": "1.2.3.4, 10.0.0.1"}, "10.0.0.1") == "1.2.3.4"
+    assert serving.ClientLimit.client_of({}, "10.0.0.1") == "10.0.0.1"
+
+
+@pytest.mark.parametrize("content, status, expected", [
+    (b"", 400, "empty file"),
+    (b"just some text\n", 415, "not an image"),
+    (photo_bytes()[:200], 400, "truncated or corrupt"),
 ])
-def test_rest_bad_files_are_400(url, content, expected):
+def test_rest_bad_files_are_400_or_415(url, content, status, expected):
     r = _post(url, files={"file": ("x.png", content, "application/octet-stream")})
-    assert r.status_code == 400
+    assert r.status_code == status
     assert expected in r.json()["error"]
 
 
@@ -326,27 +383,46 @@ class _FixedPredictor(Predictor):
 
 def test_analyse_several_faces_gives_a_verdict_per_face(photo):
     pred = _FixedPredictor(0.1, 0.9, 0.55)
-    label, summary, heat, gallery, _, _ = ui.analyse(pred, str(photo), 0.5)
-    assert label["label"] == "FAKE"
+    label, scale, summary, heat, boxes, gallery, _, _, kept = ui.analyse(pred, str(photo), 0.5)
+    assert label["label"] == "FAKE" and ">FAKE<" in scale
     assert "3 faces found" in summary and "face 2" in summary
     captions = [caption for _, caption in gallery["value"]]
     assert captions[0].startswith("Face 1: REAL") and captions[1].startswith("Face 2: FAKE")
-    assert "uncertain" in captions[2]
-    assert gallery["visible"] and heat.size == (384, 384)
+    assert captions[2].startswith("Face 3: UNCERTAIN")
+    assert gallery["visible"] and heat["value"].size == (384, 384) and "face 2" in heat["label"]
+    assert boxes["visible"] and boxes["value"].size == Image.open(photo).size
+
+
+def test_faces_are_numbered_left_to_right(tiny_face_predictor):
+    """The gallery's and the boxes' order: the left-hand face is face 1 (the detector lists the larger first)."""
+    *_, kept = ui.analyse(tiny_face_predictor, str(FACE.parent / "two_faces.jpg"), 0.5)
+    lefts = [face.box[0] for face in kept.prediction.faces]
+    assert len(lefts) == 2 and lefts == sorted(lefts)
 
 
 def test_analyse_uncertain_band_is_said(photo):
-    label, summary, *_ = ui.analyse(_FixedPredictor(0.45), str(photo), 0.5)
-    assert label["label"] == "REAL (uncertain)"
-    assert summary.startswith("**Uncertain, leans REAL.**")
+    label, scale, summary, *_ = ui.analyse(_FixedPredictor(0.45), str(photo), 0.5)
+    assert label["label"] == "UNCERTAIN" and "UNCERTAIN (leans REAL)" in scale
+    assert summary.startswith("**Uncertain (leans REAL).**")
+
+
+def test_a_new_threshold_rereads_the_kept_scores_without_the_model(photo):
+    predictor = _CountingPredictor(seconds=0)
+    predictor.face_found = True
+    *_, kept = ui.analyse(predictor, str(photo), 0.5)
+    for threshold, headline in ((0.9, "REAL"), (0.65, "UNCERTAIN"), (0.2, "FAKE")):
+        label, scale, summary, *_ = ui.Events.rethreshold(kept, threshold)
+        assert label["label"] == headline and f"threshold {threshold:.2f}" in scale
+    assert predictor.calls == 1
 
 
 def test_analyse_bad_file_gives_a_message_not_a_traceback(tmp_path):
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     with pytest.warns(UserWarning):  # gr.Warning outside a request falls back to warnings.warn
-        label, summary, heat, *_ = ui.analyse(_FixedPredictor(0.5), str(bad), 0.5)
-    assert label is None and heat is None
+        label, scale, summary, heat, boxes, gallery, panel, fields, kept = ui.analyse(_FixedPredictor(0.5),
+                                                                                     str(bad), 0.5)
+    assert label is None and heat["value"] is None and kept is None and fields is None and panel == ""
     assert summary.startswith("**Could not analyse this image.** broken.jpg:")
     assert str(tmp_path) not in summary  # the server path is not shown
 
@@ -354,7 +430,7 @@ def test_analyse_bad_file_gives_a_message_not_a_traceback(tmp_path):
 def test_verdict_label_headline_follows_the_threshold():
     from fakeface.space.components import VerdictLabel
 
-    out = VerdictLabel().postprocess(ui.label_value("FAKE", Prediction(0.4, 0.3, 0.1)))
+    out = VerdictLabel().postprocess(ui.label_value(Prediction(0.4, 0.2, 0.1)))
     assert out.label == "FAKE" and [c.label for c in out.confidences] == ["REAL", "FAKE"]
     assert VerdictLabel().postprocess({"REAL": 0.7, "FAKE": 0.3}).label == "REAL"  # plain use unchanged
 
@@ -615,23 +691,30 @@ def test_signed_ai_credentials_decide_the_verdict_everywhere(url, client, proven
     from gradio_client import handle_file
 
     signed = provenance_files["signed.jpg"]
-    label, summary, _, _, panel, fields = ui.analyse(_FixedPredictor(0.1), str(signed), 0.5)
+    label, scale, summary, *_, panel, fields, kept = ui.analyse(_FixedPredictor(0.1), str(signed), 0.5)
     assert label["label"] == "FAKE" and label["confidences"]["FAKE"] == pytest.approx(0.1)
+    assert ">FAKE<" in scale and "Content Credentials" in scale and "<b>0.10</b>" in scale
     assert summary.startswith("**FAKE: the file's Content Credentials decide.**") and "0.10" in summary
     assert fields["evidence"] == "signed_ai" and "Signed: AI-generated" in panel
+    assert ui.Events.rethreshold(kept, 0.05)[0]["label"] == "FAKE"  # any threshold: still decided by them
     rows = batch.predict_batch_rows(_FixedPredictor(0.1), [batch.BatchItem("s.jpg", data=signed.read_bytes())])
     assert rows[0]["verdict"] == "FAKE" and rows[0]["provenance"] == "signed: AI-generated"
-    # Over HTTP with the tiny model, whatever its score: the same verdict from every route.
-    assert _post(url, files={"file": ("s.jpg", signed.read_bytes())}).json()["label"] == "FAKE"
+    assert "Content Credentials" in rows[0]["note"]
+    # Over HTTP with the tiny model: its detector finds no face in these random pixels, so without the
+    # credentials there would be no verdict; with them, FAKE from every route.
+    body = _post(url, files={"file": ("s.jpg", signed.read_bytes())}).json()
+    assert (body["verdict"], body["headline"], body["faces_found"]) == ("FAKE", "FAKE", 0)
+    assert body["decided_by"] == "content credentials" and "Content Credentials" in body["message"]
     assert client.predict(handle_file(str(signed)), api_name="/predict")["label"] == "FAKE"
     answer = client.predict(handle_file(str(signed)), api_name="/analyse")
-    assert answer[0]["label"] == "FAKE" and answer[5]["content_credentials"]["declares"] == "AI-generated"
+    assert answer[0]["label"] == "FAKE" and answer[7]["content_credentials"]["declares"] == "AI-generated"
+    assert "No face found for the model to score" in answer[1] and "NO FACE" not in answer[1]
 
 
 def test_unsigned_generator_metadata_raises_a_sure_real_to_uncertain(provenance_files):
-    label, summary, *_ = ui.analyse(_FixedPredictor(0.1), str(provenance_files["a1111.png"]), 0.5)
-    assert label["label"] == "REAL (uncertain)"
-    assert summary.startswith("**Uncertain, leans REAL.**") and "AUTOMATIC1111" in summary
+    label, scale, summary, *_ = ui.analyse(_FixedPredictor(0.1), str(provenance_files["a1111.png"]), 0.5)
+    assert label["label"] == "UNCERTAIN" and "UNCERTAIN (leans REAL)" in scale
+    assert summary.startswith("**Uncertain (leans REAL).**") and "AUTOMATIC1111" in summary
     label, *_ = ui.analyse(_FixedPredictor(0.9), str(provenance_files["a1111.png"]), 0.5)
     assert label["label"] == "FAKE"  # never lowered
     label, *_ = ui.analyse(_FixedPredictor(0.1), str(provenance_files["plain.png"]), 0.5)

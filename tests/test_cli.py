@@ -68,10 +68,10 @@ def test_rows_and_error_row_for_a_corrupt_file(model_dir, images, tmp_path):
     rows = {row["path"]: row for row in read_jsonl(out)}
     assert sorted(rows) == all_paths(images)
     broken = rows.pop(str(images / "real" / "real_broken.png"))
-    assert broken["label"] is None and broken["fake_prob"] is None and broken["path"] in broken["error"]
-    for row in rows.values():
-        assert row["label"] in ("FAKE", "REAL") and row["real_prob"] == pytest.approx(1 - row["fake_prob"])
-        assert "error" not in row and row["faces"] == 1
+    assert broken["verdict"] is None and broken["fake_prob"] is None and broken["path"] in broken["error"]
+    for row in rows.values():  # --detector none: each image is one face crop
+        assert row["verdict"] in ("FAKE", "REAL") and row["real_prob"] == pytest.approx(1 - row["fake_prob"])
+        assert "error" not in row and row["faces_found"] == 1
     assert len({row["fake_prob"] for row in rows.values()}) > 1  # a real model, not a constant
 
 
@@ -91,7 +91,7 @@ def test_two_shards_together_equal_the_whole_job(model_dir, images, tmp_path):
     got = {row["path"]: row for row in parts[0] + parts[1]}
     assert sorted(got) == sorted(expected)
     for path, row in got.items():  # batches differ, so the scores may differ in the last float bits
-        assert row["label"] == expected[path]["label"] and row.get("error") == expected[path].get("error")
+        assert row["verdict"] == expected[path]["verdict"] and row.get("error") == expected[path].get("error")
         if row["fake_prob"] is not None:
             assert row["fake_prob"] == pytest.approx(expected[path]["fake_prob"], abs=1e-5)
 
@@ -117,9 +117,9 @@ def test_csv_streams_to_a_file_and_resumes_without_a_second_header(model_dir, im
     assert predict(model_dir, str(images), "--format", "csv", "--output", str(out), "--skip-existing") == 1
     rows = list(csv.DictReader(out.open(newline="")))
     assert sorted(row["path"] for row in rows) == all_paths(images)
-    assert list(rows[0]) == ["path", "fake_prob", "real_prob", "label", "uncertain", "faces", "error",
-                             *PROVENANCE_COLUMNS]
-    assert {row["label"] for row in rows} <= {"FAKE", "REAL", ""}
+    assert list(rows[0]) == ["path", "verdict", "uncertain", "headline", "fake_prob", "real_prob", "faces_found",
+                             "whole_image_fake_prob", "error", "decided_by", *PROVENANCE_COLUMNS]
+    assert {row["verdict"] for row in rows} <= {"FAKE", "REAL", ""}
 
 
 def test_csv_and_table_on_stdout(model_dir, images, capsys):
@@ -127,7 +127,7 @@ def test_csv_and_table_on_stdout(model_dir, images, capsys):
     assert predict(model_dir, *paths, "--format", "csv") == 1
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert [row["path"] for row in rows] == paths
-    assert rows[0]["label"] in ("FAKE", "REAL") and rows[1]["error"] and not rows[1]["label"]
+    assert rows[0]["verdict"] in ("FAKE", "REAL") and rows[1]["error"] and not rows[1]["verdict"]
     assert predict(model_dir, *paths, "--format", "table") == 1
     captured = capsys.readouterr()
     good, bad = captured.out.splitlines()
@@ -151,7 +151,7 @@ def test_provenance_columns_from_the_files_own_bytes(model_dir, tmp_path, capsys
     rows = {Path(row["path"]).name: row for row in csv.DictReader(io.StringIO(capsys.readouterr().out))}
     assert (rows["signed.jpg"]["c2pa"], rows["signed.jpg"]["provenance_evidence"]) == ("valid", "signed_ai")
     assert rows["signed.jpg"]["c2pa_signer"] == "Fakeface Test Signer"
-    assert rows["signed.jpg"]["c2pa_declares"] == "AI-generated" and rows["signed.jpg"]["label"] == "FAKE"
+    assert rows["signed.jpg"]["c2pa_declares"] == "AI-generated" and rows["signed.jpg"]["verdict"] == "FAKE"
     assert rows["generated.png"]["provenance_evidence"] == "unsigned_ai"
     assert "AUTOMATIC1111" in rows["generated.png"]["generator"]
     assert rows["plain.png"]["provenance_evidence"] == "none" and "strip" in rows["plain.png"]["provenance_summary"]
@@ -159,13 +159,30 @@ def test_provenance_columns_from_the_files_own_bytes(model_dir, tmp_path, capsys
     assert predict(model_dir, *paths, "--format", "jsonl", "--output", str(out), "--workers", "2") == 0
     by_name = {Path(row["path"]).name: row for row in read_jsonl(out)}  # read in the DataLoader workers
     assert by_name["signed.jpg"]["provenance"]["content_credentials"]["declares"] == "AI-generated"
-    assert (by_name["signed.jpg"]["label"], by_name["signed.jpg"]["decided_by"]) == ("FAKE", "content credentials")
+    assert (by_name["signed.jpg"]["verdict"], by_name["signed.jpg"]["decided_by"]) == ("FAKE", "content credentials")
     assert "c2pa" not in by_name["signed.jpg"] and "provenance_columns" not in by_name["signed.jpg"]
     assert isinstance(by_name["plain.png"]["provenance"], dict)
     assert predict(model_dir, *paths, "--format", "table") == 0
     assert "provenance=signed: AI-generated" in capsys.readouterr().out
     assert predict(model_dir, *paths, "--trust-anchors", str(tmp_path / "missing.pem")) == 2
     assert "C2PA trust anchors" in capsys.readouterr().err
+
+
+def test_no_face_gets_no_verdict_in_every_format(model_dir, tmp_path, capsys):
+    """With a face detector, a picture without a face has no verdict and 0 faces, whatever the format."""
+    blank = tmp_path / "gradient.png"
+    ramp = np.linspace(0, 255, 64, dtype=np.uint8)
+    Image.fromarray(np.stack([np.tile(ramp, (64, 1))] * 3, axis=-1)).save(blank)
+    args = ["predict", "--model", model_dir, "--quiet", "--workers", "0", str(blank)]
+    assert main([*args, "--format", "jsonl"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert (row["verdict"], row["headline"], row["faces_found"], row["fake_prob"]) == (None, "NO FACE", 0, None)
+    assert "no verdict" in row["message"] and 0 <= row["whole_image_fake_prob"] <= 1
+    assert main([*args, "--format", "csv"]) == 0
+    (got,) = csv.DictReader(io.StringIO(capsys.readouterr().out))
+    assert (got["verdict"], got["headline"], got["faces_found"], got["fake_prob"]) == ("", "NO FACE", "0", "")
+    assert main([*args, "--format", "table"]) == 0
+    assert capsys.readouterr().out == f"{blank}\tNO FACE\tfake_prob=-\tfaces=0\tprovenance=none\n"
 
 
 def test_refusals(model_dir, images, capsys):
@@ -201,7 +218,7 @@ def test_hub_dataset(model_dir, tmp_path, monkeypatch):
     assert calls == [("user/faces", "v1", None)]
     rows = read_jsonl(out)
     assert [row["path"] for row in rows] == ["user/faces:test[0]", "user/faces:test[1]", "user/faces:test[2]"]
-    assert rows[0]["label"] and "not an image" in rows[1]["error"] and rows[2]["label"]
+    assert rows[0]["verdict"] and "not an image" in rows[1]["error"] and rows[2]["verdict"]
 
 
 def test_batched_prediction_matches_one_at_a_time(model_dir, images):
@@ -210,7 +227,7 @@ def test_batched_prediction_matches_one_at_a_time(model_dir, images):
     batched = predictor.predict_images(pictures)
     for picture, got in zip(pictures, batched):
         want = predictor.predict_image(picture)
-        assert got.fake_prob == pytest.approx(want.fake_prob, abs=1e-5) and got.label == want.label
+        assert got.fake_prob == pytest.approx(want.fake_prob, abs=1e-5) and got.verdict == want.verdict
         assert got.faces[0].box == want.faces[0].box and got.face_found == want.face_found
     assert predictor.predict_images([]) == []
 

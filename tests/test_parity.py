@@ -134,34 +134,50 @@ def test_one_logit_to_probability_rule():
     np.testing.assert_allclose(probabilities([0.0, 1.0]), [0.5, 1 / (1 + np.exp(-1.0))], rtol=1e-6)
 
 
-CASES = [(0.9, "FAKE", "FAKE"), (0.55, "FAKE", "FAKE (uncertain)"), (0.45, "REAL", "REAL (uncertain)"),
-         (0.1, "REAL", "REAL")]
+# (fake_prob, face found) -> (verdict, uncertain, headline) at threshold 0.5, band 0.1
+CASES = [(0.9, True, "FAKE", False, "FAKE"), (0.55, True, "FAKE", True, "UNCERTAIN"),
+         (0.45, True, "REAL", True, "UNCERTAIN"), (0.1, True, "REAL", False, "REAL"),
+         (0.9, False, None, False, "NO FACE")]
 
 
-@pytest.mark.parametrize("fake_prob, label, verdict", CASES)
-def test_verdict_means_one_thing_everywhere(fake_prob, label, verdict):
-    """`label` is the bare decision; `verdict` is the label plus "(uncertain)" inside the band, and every
-    output that has a verdict (REST / as_dict, the batch table and CSV, the CLI table) shows that same text."""
+@pytest.mark.parametrize("fake_prob, face_found, verdict, uncertain, headline", CASES)
+def test_verdict_means_one_thing_everywhere(fake_prob, face_found, verdict, uncertain, headline):
+    """predictor.decide is the one rule: the page (label and scale), /predict's label, REST (as_dict), the batch
+    table and CSV and every `fakeface predict` format read the same verdict from it."""
+    import csv
     import io
+    import json
 
-    from fakeface.space import batch
     from fakeface.cli import _row, _RowWriter
-    from fakeface.predictor import Prediction
+    from fakeface.predictor import FaceResult, Prediction, decide
+    from fakeface.space import batch, ui
 
-    pred = Prediction(fake_prob=fake_prob, threshold=0.5, uncertain_band=0.1)
-    assert (pred.label, pred.verdict) == (label, verdict)
+    faces = [FaceResult(fake_prob, (0, 0, 8, 8), None)] if face_found else []
+    pred = Prediction(fake_prob=fake_prob, threshold=0.5, uncertain_band=0.1, faces=faces, face_found=face_found)
+    assert decide(fake_prob, 0.5, 0.1, face_found).headline == headline
+    assert (pred.verdict, pred.uncertain, pred.headline) == (verdict, uncertain, headline)
+    assert ui.label_value(pred)["label"] == headline  # /predict and /analyse
+    assert f">{headline if face_found else 'NO FACE FOUND'}" in ui.verdict_scale(pred)  # the page's headline
     rest = pred.as_dict("face.png")
-    assert (rest["label"], rest["verdict"], rest["uncertain"]) == (label, verdict, "uncertain" in verdict)
+    assert (rest["verdict"], rest["headline"], rest["faces_found"]) == (verdict, headline, len(faces))
+    assert rest["uncertain"] == (uncertain if face_found else None)
+    assert (rest["fake_prob"] is None) == (not face_found) and ("message" in rest) == (not face_found)
 
     class OnePrediction:
         def predict_file(self, source, threshold=None, heatmap=False):
             return pred
 
     rows = batch.predict_batch_rows(OnePrediction(), [batch.BatchItem("face.png", data=b"image")])
-    assert rows[0]["verdict"] == verdict
+    assert (rows[0]["verdict"], rows[0]["faces"]) == (headline, len(faces))
+    assert list(csv.DictReader(open(batch.write_csv(rows))))[0]["verdict"] == headline
 
-    out = io.StringIO()
-    writer = _RowWriter("table", out)
-    writer.write(_row("face.png", pred))
-    writer.close()
-    assert out.getvalue().split("\t")[1] == verdict
+    for fmt in ("table", "jsonl", "csv"):
+        out = io.StringIO()
+        writer = _RowWriter(fmt, out)
+        writer.write(_row("face.png", pred))
+        writer.close()
+        if fmt == "table":
+            assert out.getvalue().strip().split("\t")[1:4:2] == [headline, f"faces={len(faces)}"]
+        else:
+            row = json.loads(out.getvalue()) if fmt == "jsonl" else list(csv.DictReader(io.StringIO(out.getvalue())))[0]
+            assert (row["verdict"] or None, row["headline"], int(row["faces_found"])) == (verdict, headline, len(faces))

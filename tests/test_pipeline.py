@@ -35,7 +35,7 @@ def test_clip_probe_learns_a_cue_end_to_end(tmp_path, capsys):
                    "--quiet"])
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert status == 0 and len(rows) == 24
-    assert sum(r["label"] == "FAKE" for r in rows) >= 18  # training images, so most must be right
+    assert sum(r["verdict"] == "FAKE" for r in rows) >= 18  # training images, so most must be right
 
 
 @pytest.mark.slow

@@ -33,7 +33,7 @@ import app
 from fakeface import cli
 from fakeface.errors import FakefaceError
 from fakeface.images import MAX_FILE_BYTES, load_image
-from fakeface.predictor import Prediction, Predictor
+from fakeface.predictor import FaceResult, Prediction, Predictor
 from fakeface.space import batch, rest, serving
 from test_app import photo_bytes, running_app
 from test_images import bomb_png
@@ -131,13 +131,14 @@ def corpus() -> dict[str, Case]:
     jpeg = _encode(scene(256, 256), "JPEG", quality=90)
     cases = [
         Case("empty.jpg", b"", "empty file"),
-        Case("random.jpg", np.random.default_rng(1).integers(0, 256, 5000, dtype=np.uint8).tobytes(), "not an image"),
+        Case("random.jpg", np.random.default_rng(1).integers(0, 256, 5000, dtype=np.uint8).tobytes(), "not an image",
+             415),
         Case("truncated.jpg", jpeg[: len(jpeg) // 2], "truncated or corrupt"),
         Case("bad_crc.png", _bad_crc_png(), "truncated or corrupt"),
         Case("bomb.png", bomb_png(20000), "image too large", 413),  # 400 MP in ~50 kB
-        Case("page.png", b"<!DOCTYPE html><html><body><script>alert(1)</script></body></html>", "not an image"),
+        Case("page.png", b"<!DOCTYPE html><html><body><script>alert(1)</script></body></html>", "not an image", 415),
         Case("drawing.png", b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg" width="10" height="10">'
-                            b'<rect width="10" height="10" fill="red"/></svg>', "not an image"),
+                            b'<rect width="10" height="10" fill="red"/></svg>', "not an image", 415),
         Case("huge.jpg", _huge_jpeg()),
         Case("dot.png", _encode(Image.new("RGB", (1, 1), (10, 20, 30)), "PNG")),
         Case("cmyk.jpg", _encode(scene().convert("CMYK"), "JPEG", quality=95)),
@@ -261,7 +262,7 @@ def test_rest_corpus(url, reference, name):
     if case.ok:
         assert r.status_code == 200, body
         assert body["fake_prob"] == pytest.approx(reference[name], abs=TOL)
-        assert body["label"] in ("REAL", "FAKE")
+        assert body["verdict"] in ("REAL", "FAKE")
     else:
         assert r.status_code == case.status, body
         assert case.error in body["error"] and body["filename"] == case.upload_name
@@ -293,7 +294,7 @@ def test_gradio_predict_batch_corpus(client, files, reference):
         case = corpus()[name]
         _, faces, prob, verdict, note = rows[case.upload_name]
         if case.ok:
-            assert verdict.split()[0] in ("REAL", "FAKE") and float(prob) == pytest.approx(reference[name], abs=TOL)
+            assert verdict in ("REAL", "UNCERTAIN", "FAKE") and float(prob) == pytest.approx(reference[name], abs=TOL)
         else:
             assert verdict == "error" and case.error in note, (name, note)
     n_bad = sum(not c.ok for c in corpus().values())
@@ -388,7 +389,7 @@ def test_batch_zip_with_traversal_entries_writes_nothing(client, tmp_path, workd
         f"ok/../../{marker}4.png": GOOD, "good.png": GOOD})
     table, _, summary = client.predict([handle_file(str(archive))], api_name="/predict_batch")
     rows = {row[0].split("/", 1)[1]: row for row in table["data"]}
-    assert rows["good.png"][3].split()[0] in ("REAL", "FAKE")
+    assert rows["good.png"][3] in ("REAL", "UNCERTAIN", "FAKE", "NO FACE")
     unsafe = [row for name, row in rows.items() if name != "good.png"]
     assert len(unsafe) == 4 and all(r[3] == "error" and "skipped" in r[4] for r in unsafe)
     uploads = _upload_folder()
@@ -407,7 +408,7 @@ def test_batch_zip_bombs(client, tmp_path):
     table, _, _ = client.predict([handle_file(str(entry_bomb))], api_name="/predict_batch")
     rows = {row[0].split("/", 1)[1]: row for row in table["data"]}
     assert rows["big.png"][3] == "error" and "too large" in rows["big.png"][4]
-    assert rows["good.png"][3].split()[0] in ("REAL", "FAKE")
+    assert rows["good.png"][3] in ("REAL", "UNCERTAIN", "FAKE", "NO FACE")
     # Entries that are each allowed but together inflate past the batch limit: refused before any is inflated.
     n = batch.MAX_BATCH_BYTES // (25 * 1024 * 1024) + 1
     batch_bomb = _zip(tmp_path / f"{TOKEN}-batch-bomb.zip", {f"{i}.png": bytes(25 * 1024 * 1024) for i in range(n)})
@@ -594,7 +595,7 @@ def test_batch_time_limit_reports_the_rest_as_not_analysed():
     class Slow(_GatedPredictor):
         def predict_file(self, source, threshold=None, heatmap=False):
             time.sleep(0.3)
-            return Prediction(0.7, 0.5, 0.1, [], face_found=False)
+            return Prediction(0.7, 0.5, 0.1, [FaceResult(0.7, (0, 0, 8, 8), None)])
 
     items = [batch.BatchItem(f"{i}.png", data=GOOD) for i in range(3)]
     rows = batch.predict_batch_rows(Slow(), items, time_limit_s=0.1)
@@ -607,7 +608,7 @@ def test_batch_row_survives_a_bug_in_one_image(caplog):
         def predict_file(self, source, threshold=None, heatmap=False):
             if source == b"boom":
                 raise ValueError("a bug")
-            return Prediction(0.2, 0.5, 0.1, [], face_found=False)
+            return Prediction(0.2, 0.5, 0.1, [FaceResult(0.2, (0, 0, 8, 8), None)])
 
     rows = batch.predict_batch_rows(Buggy(), [batch.BatchItem("a.png", data=b"boom"),
                                                 batch.BatchItem("b.png", data=GOOD)])
@@ -642,7 +643,7 @@ def test_page_shows_a_specific_error_then_answers_the_next_image(url, tmp_path):
                 api.expect(summary).to_contain_text(expected)
             page.goto(url, wait_until="domcontentloaded")
             page.locator("#image-input input[type=file]").set_input_files(str(files["rotated.jpg"]))
-            api.expect(page.locator("#verdict")).to_contain_text(re.compile("REAL|FAKE"), timeout=60_000)
+            api.expect(page.locator("#verdict")).to_contain_text(re.compile("REAL|UNCERTAIN|FAKE"), timeout=60_000)
         finally:
             browser.close()
 

@@ -15,9 +15,9 @@ from pathlib import Path, PurePosixPath
 
 from ..errors import FakefaceError
 from ..images import MAX_FILE_BYTES, check_file_size
-from ..predictor import Predictor
+from ..predictor import WHOLE_IMAGE_NOTE, Prediction, Predictor
 from ..provenance import PROVENANCE_COLUMNS
-from .serving import ModelGate, face_count, printable
+from .serving import ModelGate, printable
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ MAX_ZIP_ENTRIES = 1000  # names listed in one zip; more is refused before anythi
 BATCH_TIME_LIMIT_S = 600.0  # files not started by then are reported as not analysed
 _READ_CHUNK = 1024 * 1024
 
-# A row's "verdict" is `Prediction.verdict`: the label, with " (uncertain)" within the uncertain band.
+# A row's "verdict" is `Prediction.headline` (REAL, UNCERTAIN, FAKE or NO FACE), or "error".
 BATCH_COLUMNS = ["file", "faces", "fake_prob", "verdict", "note", "provenance"]
 # The CSV has every provenance column (provenance.PROVENANCE_COLUMNS); the table on the page its short form only.
 CSV_COLUMNS = BATCH_COLUMNS + [c for c in PROVENANCE_COLUMNS if c not in BATCH_COLUMNS]
@@ -203,9 +203,24 @@ def _row(predictor: Predictor, item: BatchItem, threshold: float | None) -> dict
     except Exception:  # a bug of ours must not cost the other rows their results
         log.exception("batch prediction failed for %r", item.name)
         return _error_row(item.name, f"{item.name}: internal error while classifying; it has been logged.")
-    note = "" if pred.face_found else "no face found: whole image classified"
-    return {"file": item.name, "faces": face_count(pred), "fake_prob": round(pred.fake_prob, 4),
-            "verdict": pred.verdict, "note": note, **pred.provenance.columns()}
+    return {"file": item.name, "faces": pred.faces_found,
+            "fake_prob": round(pred.fake_prob, 4) if pred.face_found else None,
+            "verdict": pred.headline, "note": result_note(pred), **pred.provenance.columns()}
+
+
+def result_note(pred: Prediction) -> str:
+    """What a row's verdict needs beside it: what decided it when not the score, which way an uncertain score
+    leans, or why there is no verdict."""
+    judged = pred.judged
+    if judged.decided_by == "content credentials":
+        return "decided by the file's signed Content Credentials, not by the score"
+    if not pred.face_found:
+        return f"no face found; {pred.fake_prob:.2f} is {WHOLE_IMAGE_NOTE}"
+    if judged.reason:
+        return f"leans {pred.verdict}; raised to uncertain by the file's unsigned metadata"
+    if pred.uncertain:
+        return (f"leans {pred.verdict}: within ±{pred.uncertain_band:.2f} of the threshold {pred.threshold:.2f}")
+    return ""
 
 
 _CSV_DIR = Path(tempfile.gettempdir()) / "fakeface-csv"

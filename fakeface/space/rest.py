@@ -7,15 +7,18 @@ import asyncio
 import logging
 from concurrent.futures import Future
 
+from typing import Literal
+
 import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 
-from ..errors import FakefaceError, TooLargeError
+from ..errors import FakefaceError, TooLargeError, UnsupportedFormatError
 from ..images import MAX_FILE_BYTES, check_file_size
 from ..predictor import Predictor
-from .serving import ModelGate, checked_threshold, error_response, face_count, printable
+from .serving import REST_MAX_PER_CLIENT, ClientLimit, ModelGate, checked_threshold, error_response, printable
 
 log = logging.getLogger(__name__)
 
@@ -39,19 +42,92 @@ _OPENAPI_BODY = {
 }
 
 
+# ------------------------------------------------------------------------------- the contract, for OpenAPI
+
+
+class FaceAnswer(BaseModel):
+    box: list[int] = Field(description="x0, y0, x1, y1 in the upright image's pixels")
+    fake_prob: float
+
+
+class Answer(BaseModel):
+    """200: the seed's {filename, real_prob, fake_prob, verdict}, and what else a client needs."""
+
+    filename: str
+    verdict: Literal["REAL", "FAKE"] | None = Field(
+        description="the decision at the threshold, or FAKE when the file's valid signed Content Credentials "
+                    "declare AI generation; null when no face was found (and no credentials decide)")
+    uncertain: bool | None = Field(
+        description="true when fake_prob is within uncertain_band of the threshold, or when unsigned metadata "
+                    "says the image was generated; null when there is no verdict")
+    headline: Literal["REAL", "UNCERTAIN", "FAKE", "NO FACE"] = Field(
+        description="what the page shows: UNCERTAIN when `uncertain`, NO FACE when `verdict` is null")
+    fake_prob: float | None = Field(description="the most-fake face's probability; null without a face")
+    real_prob: float | None = Field(description="1 - fake_prob; null without a face")
+    threshold: float
+    uncertain_band: float
+    faces_found: int = Field(description="faces found (0: no verdict)")
+    faces: list[FaceAnswer] = Field(description="every face found, left to right")
+    message: str | None = Field(None, description="only without a face: why there is no verdict")
+    whole_image_fake_prob: float | None = Field(
+        None, description="only without a face: the whole image's score, outside what the model was trained "
+                          "for; not a verdict")
+    model: str = Field(description="the model that answered")
+    decided_by: Literal["pixels", "content credentials"] = Field(
+        description="what gave the verdict: the model's score, or the file's signed Content Credentials")
+    reason: str | None = Field(description="when the file's metadata settled or changed the verdict: why")
+    provenance: dict = Field(
+        description="what the uploaded file's own bytes say about where it came from: evidence (signed_ai, "
+                    "unsigned_ai, none), summary, findings, content_credentials (state, signer, claim generator, "
+                    "actions, ingredients, validation failures), digital_source_type, generator, software, camera, "
+                    "notes")
+
+
+class ErrorAnswer(BaseModel):
+    error: str = Field(description="one sentence: what went wrong and what to do")
+    filename: str | None = Field(None, description="the file's name, when the error is about the file")
+
+
+_ERRORS = {
+    400: "the body is not a readable multipart form, or the image is truncated or corrupt",
+    408: "the request body did not arrive within the time limit",
+    413: "the file is over the byte or pixel limit",
+    415: "the body is not a form (multipart/form-data), or the file is not an image in an accepted format",
+    422: "the form has no 'file' field, or the threshold is not a number from 0 to 1",
+    429: f"this client already has {REST_MAX_PER_CLIENT} requests in the server; retry after Retry-After seconds",
+    500: "a bug of ours (logged)",
+    503: "the server is busy; retry after Retry-After seconds",
+    504: "classifying took longer than the time limit",
+}
+RESPONSES = {200: {"model": Answer, "description": "the answer (verdict null when no face was found)"},
+             **{code: {"model": ErrorAnswer, "description": text} for code, text in _ERRORS.items()}}
+
+
 def rest_router(predictor: Predictor, model_name: str, gate: ModelGate) -> APIRouter:
-    """`POST /api/v1/predict`: multipart `file` (+ optional `threshold`) -> JSON (Prediction.as_dict with
-    `filename`, plus `faces_found` and `model`); 4xx JSON for bad input, 503 + Retry-After when busy, 504 past
-    the time limit. Any other form field (a model id, a path) is ignored: the model is the server's, chosen at
-    start. `gate`: the server's one ModelGate, shared with the Gradio events."""
+    """`POST /api/v1/predict`: multipart `file` (+ optional `threshold`) -> JSON (`Answer`: Prediction.as_dict
+    with `filename` and `model`); the error codes in `RESPONSES`, each with an `ErrorAnswer`. Any other form
+    field (a model id, a path) is ignored: the model is the server's, chosen at start. `gate`: the server's one
+    ModelGate, shared with the Gradio events."""
     router = APIRouter()
     time_limit = REST_TIME_LIMIT_S
+    clients = ClientLimit(REST_MAX_PER_CLIENT)
 
-    @router.post(REST_PATH, openapi_extra=_OPENAPI_BODY, summary="Classify one image as REAL or FAKE")
+    @router.post(REST_PATH, openapi_extra=_OPENAPI_BODY, responses=RESPONSES,
+                 summary="Classify one image: REAL or FAKE (or no verdict without a face)")
     async def predict(request: Request):
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > REST_MAX_BODY:
             return error_response(413, f"file too large (limit {MAX_FILE_BYTES} bytes).")
+        client = ClientLimit.client_of(request.headers, request.client.host if request.client else None)
+        if not clients.try_enter(client):
+            return error_response(429, f"too many requests at once from this client (limit "
+                                       f"{REST_MAX_PER_CLIENT}); retry in a few seconds.")
+        try:
+            return await answer(request)
+        finally:
+            clients.leave(client)
+
+    async def answer(request: Request):
         if not gate.try_enter():
             return error_response(503, "the server is busy; retry in a few seconds.")
         handed_over = False  # once the work is submitted, its end gives the place back
@@ -89,13 +165,15 @@ def rest_router(predictor: Predictor, model_name: str, gate: ModelGate) -> APIRo
         finally:
             if not handed_over:
                 gate.leave()
-        return {**pred.as_dict(filename), "faces_found": face_count(pred), "model": model_name}
+        return {**pred.as_dict(filename), "model": model_name}
 
     return router
 
 
 def _status_for(exc: FakefaceError) -> int:
-    return 413 if isinstance(exc, TooLargeError) else 400
+    if isinstance(exc, TooLargeError):
+        return 413
+    return 415 if isinstance(exc, UnsupportedFormatError) else 400
 
 
 async def _read_body(request: Request, limit: int) -> bytes | None:
@@ -114,6 +192,9 @@ async def _parse_form(request: Request, body: bytes):
     async def replay():
         return {"type": "http.request", "body": body, "more_body": False}
 
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind not in ("multipart/form-data", "application/x-www-form-urlencoded"):  # a form without a file: 422
+        return error_response(415, "send the image as multipart/form-data in a field named 'file'.")
     try:
         form = await Request(request.scope, replay).form(max_files=1, max_fields=8)
     except Exception:  # noqa: BLE001 - any parse failure is the client's body, not our bug

@@ -16,10 +16,10 @@ from contextlib import contextmanager
 from fastapi.responses import JSONResponse
 
 from ..errors import FakefaceError
-from ..predictor import Prediction
 
-RETRY_AFTER_S = 5  # what a 503 tells the client to wait
+RETRY_AFTER_S = 5  # what a 503 or 429 tells the client to wait
 REST_MAX_WAITING = 16  # REST requests waiting beyond this get a prompt 503 instead of a long wait
+REST_MAX_PER_CLIENT = 4  # REST requests one client may have in the server at once; more get a prompt 429
 
 
 # -------------------------------------------------------------------------------------- one gate for all
@@ -127,6 +127,36 @@ class ModelGate:
             return True
 
 
+class ClientLimit:
+    """How many REST requests each client has in the server now; one client cannot take every place at the
+    gate. A client is the first address in X-Forwarded-For (a Space sits behind the Hub's proxy, so the peer
+    address is the proxy's), else the peer address. The header can be forged, which only moves a client from
+    this limit to the gate's overall one."""
+
+    def __init__(self, per_client: int):
+        self.per_client = per_client
+        self._held: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def client_of(headers, peer: str | None) -> str:
+        forwarded = headers.get("x-forwarded-for", "")
+        return forwarded.split(",")[0].strip() or peer or "unknown"
+
+    def try_enter(self, client: str) -> bool:
+        with self._lock:
+            if self._held.get(client, 0) >= self.per_client:
+                return False
+            self._held[client] = self._held.get(client, 0) + 1
+            return True
+
+    def leave(self, client: str) -> None:
+        with self._lock:
+            left = self._held.pop(client) - 1
+            if left:
+                self._held[client] = left
+
+
 def new_gate() -> ModelGate:
     """The server's one gate, sized for this machine (read at call time, so tests can resize it)."""
     return ModelGate(MODEL_SLOTS, REST_MAX_WAITING)
@@ -136,7 +166,7 @@ def new_gate() -> ModelGate:
 
 
 def error_response(status: int, message: str, **extra) -> JSONResponse:
-    headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
+    headers = {"Retry-After": str(RETRY_AFTER_S)} if status in (429, 503) else None
     return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
 
 
@@ -197,7 +227,3 @@ def printable(name: str, limit: int = 200) -> str:
     clean = "".join(c if c.isprintable() else "?" for c in name)
     return clean if len(clean) <= limit else clean[: limit - 1] + "…"
 
-
-def face_count(prediction: Prediction) -> int:
-    """Faces found; 0 when none was found and the whole image was classified instead."""
-    return len(prediction.faces) if prediction.face_found else 0
