@@ -104,7 +104,8 @@ def build_demo(predictor: Predictor, gate: ModelGate) -> gr.Blocks:
                     summary = gr.Markdown(label="Summary", elem_id="summary")
                     boxes = gr.Image(type="pil", label="Faces found, numbered left to right", height=320,
                                      interactive=False, visible=False, elem_id="face-boxes")
-                    faces = gr.Gallery(label="Each face's verdict", columns=4, visible=False, elem_id="faces")
+                    faces = gr.Gallery(label="Each face's verdict", columns=4, height=240, object_fit="contain",
+                                       visible=False, elem_id="faces")
                     heat = gr.Image(type="pil", label="Heat map", height=320, interactive=False, visible=False,
                                     elem_id="heatmap")
                     with gr.Accordion("What the heat map shows", open=False):
@@ -181,7 +182,11 @@ def _port() -> int:
 def main() -> None:
     import uvicorn
 
-    predictor = startup.start_or_exit(start_predictor)
+    def start() -> Predictor:
+        startup.check_port(_host(), os.environ.get("GRADIO_SERVER_PORT", "7860"))  # before the model's load
+        return start_predictor()
+
+    predictor = startup.start_or_exit(start)
     log.info("serving %s; REST route POST %s", predictor.source.describe(), REST_PATH)
     uvicorn.run(create_app(predictor), host=_host(), port=_port())
 

@@ -21,6 +21,12 @@ from .errors import FakefaceError, TooLargeError, UnsupportedFormatError
 
 MAX_FILE_BYTES = 30 * 1024 * 1024
 MAX_PIXELS = 80_000_000  # an 8000x8000 photo (64 MP) loads; a 10000x10000 one does not
+# A JPEG with a longer side of twice this or more is decoded at 1/2, 1/4 or 1/8 of its size (libjpeg's own DCT
+# scaling, Pillow's draft mode), keeping the longer side at least this: an 8000x8000 photo decodes at 4000x4000,
+# a quarter of the memory, while its faces keep more pixels than the 224-px crops the model reads. The image
+# keeps the factor in `info[DECODE_SCALE]`, so face boxes are reported in the file's own pixels.
+DECODE_MIN_SIDE = 3000
+DECODE_SCALE = "fakeface_decode_scale"
 
 # Pillow's own guard warns above MAX_IMAGE_PIXELS and refuses above twice that. Its default (~89 MP) is close
 # to ours by chance only: we set it on purpose so that the library-wide guard (which also covers GIF frames and
@@ -84,9 +90,23 @@ def decode_image(name: str, data: bytes) -> Image.Image:
         check_pixel_count(im.width, im.height, name)
         if im.format == "PNG":
             _verify_png(data, name)
+        scale = _draft(im)
         _decode(im, name)
-        upright = _exif_upright(im)
-        return _to_rgb(upright)
+        upright = _to_rgb(_exif_upright(im))
+        if scale != 1:
+            upright.info[DECODE_SCALE] = scale
+        return upright
+
+
+def _draft(im: ImageFile.ImageFile) -> float:
+    """Ask libjpeg for a reduced decode of a huge JPEG (see DECODE_MIN_SIDE); the factor it took (1 if none)."""
+    longer = max(im.size)
+    if im.format not in ("JPEG", "MPO") or longer < 2 * DECODE_MIN_SIDE:
+        return 1
+    width = im.width
+    wanted = tuple(max(1, -(-side * DECODE_MIN_SIDE // longer)) for side in im.size)  # ceiling division
+    im.draft(im.mode, wanted)
+    return width / im.width
 
 
 def read_file_bytes(source: ImageSource) -> tuple[str, bytes]:

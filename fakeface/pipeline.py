@@ -563,7 +563,10 @@ def evaluate_model(source: str, model_spec: str | None, output_dir, revision=Non
     if limit and limit < len(ds):
         _, keep = stratified_split(ds["label"], val_fraction=limit / len(ds), seed=0)
         ds = ds.select(keep)
-    probs = np.array([predictor.predict_file(_image_source(item)).fake_prob for item in ds])
+    from tqdm.auto import tqdm
+
+    probs = np.array([predictor.predict_file(_image_source(item)).fake_prob
+                      for item in tqdm(ds, desc="evaluate", unit="img")])
     fake = is_fake(ds)
     t = predictor.threshold if threshold is None else threshold
     groups = [g or "real" for g in ds["difficulty"]] if any(ds["difficulty"]) else None

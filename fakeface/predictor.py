@@ -16,7 +16,7 @@ from PIL import Image
 from .errors import FakefaceError
 from .faces import detector_for, face_crops
 from .hub import ModelSource, load_model
-from .images import decode_image, read_file_bytes
+from .images import DECODE_SCALE, decode_image, read_file_bytes
 from .models import FakeFaceModel, probabilities
 from .provenance import CombinedVerdict, Provenance, combine, read_provenance
 
@@ -214,7 +214,7 @@ class Predictor:
         """Classify every face found (or the whole image); the image's verdict follows its most-fake face."""
         found = self.crops(image)
         logits, maps = self.logits([c.image for c in found], heatmap=heatmap)
-        return self._prediction(found, logits, maps, threshold)
+        return self._prediction(found, logits, maps, threshold, image.info.get(DECODE_SCALE, 1))
 
     def predict_images(self, images: list[Image.Image], threshold: float | None = None) -> list[Prediction]:
         """`predict_image` for many images (no heat maps), with one forward pass over all their face crops.
@@ -227,19 +227,21 @@ class Predictor:
             return []
         logits, maps = self.logits([c.image for crops in found for c in crops])
         predictions, start = [], 0
-        for crops in found:
+        for image, crops in zip(images, found):
             end = start + len(crops)
-            predictions.append(self._prediction(crops, logits[start:end], maps[start:end], threshold))
+            predictions.append(self._prediction(crops, logits[start:end], maps[start:end], threshold,
+                                                image.info.get(DECODE_SCALE, 1)))
             start = end
         return predictions
 
-    def _prediction(self, found, logits, maps, threshold: float | None) -> Prediction:
+    def _prediction(self, found, logits, maps, threshold: float | None, scale: float = 1) -> Prediction:
         """One image's Prediction from its crops' logits: its verdict follows its most-fake face. Faces are
         listed left to right, the order in which the page numbers them. Without a detector (--detector none)
-        every image is taken to be a face crop, so it gets a verdict."""
+        every image is taken to be a face crop, so it gets a verdict. `scale`: file pixels per decoded pixel
+        (images.DECODE_SCALE), so boxes are in the file's own pixels."""
         probs = probabilities(logits, self.model.temperature)
-        faces = [FaceResult(float(p), tuple(map(int, c.box[:4])) if c.box is not None else None, c.image, m)
-                 for p, c, m in zip(probs, found, maps)]
+        faces = [FaceResult(float(p), tuple(int(v * scale) for v in c.box[:4]) if c.box is not None else None,
+                            c.image, m) for p, c, m in zip(probs, found, maps)]
         faces.sort(key=lambda f: f.box[0] if f.box is not None else 0)
         return Prediction(fake_prob=max(f.fake_prob for f in faces),
                           threshold=self.threshold if threshold is None else float(threshold),

@@ -262,6 +262,30 @@ def test_python_app_py_starts_offline(predictor, tmp_path):
         proc.wait(timeout=30)
 
 
+def test_a_busy_port_is_one_sentence_naming_the_variable_before_the_model_loads(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_SERVER_NAME": "127.0.0.1",
+               "GRADIO_SERVER_PORT": str(port)}
+        start = time.monotonic()
+        done = subprocess.run([sys.executable, str(Path(app.__file__))], env=env, cwd=tmp_path, capture_output=True,
+                              text=True, timeout=120)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and len(lines) == 1, done.stderr[-2000:]
+    assert f"port {port} on 127.0.0.1 is not available" in lines[0] and "GRADIO_SERVER_PORT" in lines[0]
+    assert time.monotonic() - start < 30  # said before loading the model (18 s here), not after
+    from fakeface.space.startup import StartupError, check_port
+
+    with pytest.raises(StartupError, match="not a port number"):
+        check_port("127.0.0.1", "http")
+
+
 # --------------------------------------------------------------------------------------------- REST route
 
 
@@ -622,6 +646,21 @@ def test_one_gate_for_the_page_api_batch_and_rest(monkeypatch):
     assert all(answers[f"gradio{i}"]["label"] for i in range(3)) and answers["gradio3"][0]["data"]
     assert predictor.calls == 8
     assert predictor.peak == 1  # never two model calls at once, whichever route they came from
+
+
+def test_faces_in_a_huge_jpeg_are_boxed_in_the_files_pixels(predictor):
+    """A JPEG decoded at reduced size (images.DECODE_SCALE) still reports its boxes in its own pixels."""
+    from fakeface.images import DECODE_MIN_SIDE
+
+    small = Image.open(FACE.parent / "two_faces.jpg").convert("RGB")
+    factor = 2 * DECODE_MIN_SIDE / small.width
+    buf = io.BytesIO()
+    small.resize((2 * DECODE_MIN_SIDE, round(small.height * factor)), Image.Resampling.BICUBIC).save(buf, "JPEG")
+    big = predictor.predict_file(buf.getvalue())
+    reference = predictor.predict_image(small)
+    assert big.faces_found == reference.faces_found == 2
+    for got, want in zip(big.faces, reference.faces):
+        assert np.allclose(got.box, np.array(want.box) * factor, atol=0.1 * factor * (want.box[2] - want.box[0]))  # detector noise
 
 
 # ------------------------------------------------------------------------------------------------ provenance

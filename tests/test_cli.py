@@ -185,6 +185,21 @@ def test_no_face_gets_no_verdict_in_every_format(model_dir, tmp_path, capsys):
     assert capsys.readouterr().out == f"{blank}\tNO FACE\tfake_prob=-\tfaces=0\tprovenance=none\n"
 
 
+def test_evaluate_shows_its_progress(model_dir, tmp_path, capsys, monkeypatch):
+    import tqdm.auto
+
+    class Shown(tqdm.auto.tqdm):  # conftest's TQDM_DISABLE quiets every bar, read when tqdm is imported
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **{**kwargs, "disable": False})
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Shown)
+    data = write_folder(tmp_path / "data", n_per_class=3)
+    assert main(["evaluate", str(data), "--model", model_dir, "--output-dir", str(tmp_path / "eval")]) == 0
+    err = capsys.readouterr().err
+    assert "evaluate" in err and "6/6" in err  # a tqdm bar on stderr, to the last image
+    assert (tmp_path / "eval" / "metrics.json").is_file()
+
+
 def test_refusals(model_dir, images, capsys):
     assert predict(model_dir, str(images), "--skip-existing") == 2  # nothing to resume from
     assert "--output" in capsys.readouterr().err

@@ -254,19 +254,21 @@ def test_the_space_serves_the_published_model_exactly(served_space, published, l
     assert body["model"] == pinned  # the repo id and the exact commit, no filesystem path
     assert abs(body["fake_prob"] - local_answer.fake_prob) <= 1e-4
     assert body["faces_found"] == len(local_answer.faces)
+    assert (body["verdict"], body["headline"]) == (local_answer.verdict, local_answer.headline)
 
     client = Client(url, verbose=False, download_files=str(tmp_path))
     label = client.predict(handle_file(str(EXAMPLE)), api_name="/predict")
     fake = {c["label"]: c["confidence"] for c in label["confidences"]}["FAKE"]
-    assert abs(fake - local_answer.fake_prob) <= 1e-4 and label["label"] == local_answer.label
+    assert abs(fake - local_answer.fake_prob) <= 1e-4 and label["label"] == local_answer.headline
 
     page = httpx.get(url, timeout=60)
     assert page.status_code == 200
     config = httpx.get(f"{url}/config", timeout=60).json()
-    source = [c["props"]["value"] for c in config["components"] if c["props"].get("elem_id") == "model-source"]
-    assert len(source) == 1 and pinned in source[0]
+    lines = {c["props"].get("elem_id"): c["props"]["value"] for c in config["components"]
+             if c["props"].get("elem_id") in ("model-source", "model-details")}
+    assert MODEL_REPO in lines["model-source"] and pinned in lines["model-details"]  # plain words; then the id
     for path in (env["HF_HOME"], str(ROOT), "/tmp", "/home"):
-        assert path not in source[0]
+        assert path not in lines["model-source"] + lines["model-details"]
 
 
 def test_the_space_downloaded_everything_into_its_fresh_cache(served_space, published):

@@ -333,3 +333,18 @@ def test_result_is_detached_from_the_file(tmp_path):
     im = load_image(path)
     path.unlink()  # fully loaded: nothing is read later
     assert np.asarray(im).shape == (16, 16, 3)
+
+
+def test_huge_jpeg_decodes_at_reduced_size_and_says_by_how_much():
+    """Draft mode: a JPEG twice DECODE_MIN_SIDE long decodes at half size; PNGs and smaller JPEGs do not."""
+    side = 2 * images.DECODE_MIN_SIDE
+    ramp = Image.linear_gradient("L").resize((side, 48)).convert("RGB")
+    jpeg, png = io.BytesIO(), io.BytesIO()
+    ramp.save(jpeg, "JPEG", quality=80)
+    ramp.save(png, "PNG")
+    small = load_image(jpeg.getvalue())
+    assert small.size == (side // 2, 24) and small.info[images.DECODE_SCALE] == 2
+    assert load_image(png.getvalue()).size == (side, 48)
+    cropped = io.BytesIO()
+    ramp.crop((0, 0, side - 8, 48)).save(cropped, "JPEG")
+    assert images.DECODE_SCALE not in load_image(cropped.getvalue()).info

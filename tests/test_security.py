@@ -230,11 +230,12 @@ def call(url: str, api: str, data: list, session: str | None = None) -> tuple[st
 
 
 def _refused(answer) -> bool:
-    from fakeface.space.uploads import UPLOAD_AGAIN
+    """One message for any path (whether it exists or not), or the one for URLs (which are never fetched)."""
+    from fakeface.space.uploads import NO_URLS, UPLOAD_AGAIN
 
     event, payload = answer
     message = payload.get("error") if isinstance(payload, dict) else payload
-    return event == "error" and message == UPLOAD_AGAIN
+    return event == "error" and message in (UPLOAD_AGAIN, NO_URLS)
 
 
 @pytest.fixture
@@ -356,10 +357,11 @@ def test_gradio_client_cannot_name_server_paths(served, secret, opened):
             client.predict({"path": names[kind]}, api_name="/predict")
         with pytest.raises(Exception, match="upload the image again"):
             client.predict({"path": names[kind]}, api_name="/analyse")
-    with pytest.raises(Exception, match="upload the image again"):  # a URL is passed on, for the server to fetch
+    # A URL is passed on for the server to fetch; it never does, and says so (not "upload again").
+    with pytest.raises(Exception, match="does not fetch images from URLs"):
         client.predict(handle_file(names["url"]), api_name="/predict")
-    with pytest.raises(Exception, match="upload the image again"):
-        client.predict([handle_file(names["url"])], api_name="/predict_batch")
+    with pytest.raises(Exception, match="does not fetch images from URLs"):
+        client.predict([handle_file(names["public-url"])], api_name="/predict_batch")
     assert _not_touched(secret, opened)
     assert not [p for p in opened if "://" in p]
 
@@ -398,6 +400,8 @@ def test_checked_path_resolves_before_deciding(tmp_path):
                 "a/x.png", "http://x/y.png", "file:///etc/hostname", "", None, 3, ["x"], str(inside) + "\0"):
         with pytest.raises(UploadRefused):
             checked_path(bad, root)
+    with pytest.raises(UploadRefused, match="does not fetch images from URLs"):
+        checked_path("https://example.com/photo.jpg", root)
 
 
 def test_tracker_binds_uploads_to_the_session_that_uses_them(tmp_path):

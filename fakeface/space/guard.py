@@ -10,7 +10,7 @@ from pathlib import Path
 import gradio as gr
 from gradio.utils import get_upload_folder
 
-from .uploads import UPLOAD_AGAIN, UploadRefused, UploadTracker, checked_path, payload_path
+from .uploads import UploadRefused, UploadTracker, checked_path, payload_path
 
 log = logging.getLogger(__name__)
 
@@ -84,10 +84,10 @@ def guard_file_inputs(demo: gr.Blocks, file_inputs: list, tracker: UploadTracker
                 else:
                     inputs[i] = admit(value)
             call.arguments["inputs"] = inputs
-        except UploadRefused:
+        except UploadRefused as exc:
             log.info("refused a file reference from session %.8s", session)
             release()
-            raise gr.Error(UPLOAD_AGAIN) from None
+            raise gr.Error(str(exc)) from None
         try:
             return await original(*call.args, **call.kwargs)
         finally:

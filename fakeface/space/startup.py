@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import os
+import socket
 import sys
 
 from PIL import Image
@@ -59,6 +60,22 @@ def start_predictor(spec: str | None) -> Predictor:
     except FakefaceError as exc:  # e.g. a backbone whose sha256 is not the one the model was trained on
         raise StartupError(f"fakeface cannot start: {_clause(exc)}.") from None
     return predictor
+
+
+def check_port(host: str, port: str) -> int:
+    """The port as a number if host:port is free to listen on; else StartupError. Run before the model loads,
+    so a second server on a busy port says so at once, not after the load."""
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise StartupError(f"fakeface cannot start: GRADIO_SERVER_PORT is {port!r}, not a port number; set it "
+                           "to a number from 1 to 65535.")
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: a closing port is free
+        try:
+            probe.bind((host, int(port)))
+        except OSError as exc:
+            raise StartupError(f"fakeface cannot start: port {port} on {host} is not available ({exc.strerror}); "
+                               "stop the server that uses it, or set GRADIO_SERVER_PORT to a free port.") from None
+    return int(port)
 
 
 def _clause(exc: Exception) -> str:

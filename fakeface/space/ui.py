@@ -14,6 +14,7 @@ import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
 from ..errors import FakefaceError
+from ..images import DECODE_SCALE
 from ..predictor import FAKE, NO_FACE, NO_FACE_MESSAGE, REAL, UNCERTAIN, WHOLE_IMAGE_NOTE, Prediction, Predictor
 from ..provenance import Provenance
 from .batch import BATCH_COLUMNS, BATCH_TIME_LIMIT_S, predict_batch_rows, read_batch, write_csv
@@ -85,7 +86,7 @@ class Kept:
     path: str  # the upload it came from (its name holds a hash of its content)
     prediction: Prediction
     picture: Image.Image  # the upright input, scaled to BOXES_SIDE
-    scale: float  # picture pixels per input pixel
+    scale: float  # picture pixels per pixel of the uploaded file (the unit of face boxes)
 
 
 def label_value(pred: Prediction) -> dict:
@@ -132,7 +133,8 @@ def analyse(predictor: Predictor, path: str | None, threshold, gate: ModelGate |
     scale = min(1.0, BOXES_SIDE / max(image.size))
     picture = image if scale == 1.0 else image.resize(
         (max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.LANCZOS)
-    kept = Kept(path, pred, picture, scale)
+    # Boxes are in the file's pixels; a huge JPEG was decoded smaller (images.DECODE_SCALE).
+    kept = Kept(path, pred, picture, scale / image.info.get(DECODE_SCALE, 1))
     return (*render(kept), kept)
 
 

@@ -30,11 +30,17 @@ from ..errors import FakefaceError
 UPLOAD_AGAIN = "the upload is no longer available; upload the image again."
 
 
-class UploadRefused(FakefaceError):
-    """A file reference this server will not open (the message is always UPLOAD_AGAIN)."""
+# This server never downloads what a client names (no server-side requests on a client's behalf), so a URL
+# (gradio_client's handle_file("https://..."), the "Use via API" page's example) gets a sentence of its own.
+NO_URLS = ("this server does not fetch images from URLs; send the image file itself (gradio_client: "
+           "handle_file('photo.jpg') with a local path).")
 
-    def __init__(self):
-        super().__init__(UPLOAD_AGAIN)
+
+class UploadRefused(FakefaceError):
+    """A file reference this server will not open: UPLOAD_AGAIN whatever is or is not on disk, or NO_URLS."""
+
+    def __init__(self, message: str = UPLOAD_AGAIN):
+        super().__init__(message)
 
 
 def payload_path(payload) -> str | None:
@@ -56,6 +62,8 @@ def checked_path(path, upload_root: str | Path, keep: Iterable[str | Path] = ())
     `keep`. Nothing is opened or even checked for existence here, so the answer says nothing about what is on
     disk outside the upload folder.
     """
+    if isinstance(path, str) and path.lower().startswith(("http://", "https://")):
+        raise UploadRefused(NO_URLS)
     if not isinstance(path, str) or not path or "\0" in path or "://" in path or path.startswith("data:"):
         raise UploadRefused()
     if not os.path.isabs(path):
