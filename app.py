@@ -15,6 +15,10 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+import threading
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import gradio as gr
@@ -104,8 +108,7 @@ def build_demo(predictor: Predictor, gate: ModelGate) -> gr.Blocks:
                     summary = gr.Markdown(label="Summary", elem_id="summary")
                     boxes = gr.Image(type="pil", label="Faces found, numbered left to right", height=320,
                                      interactive=False, visible=False, elem_id="face-boxes")
-                    faces = gr.Gallery(label="Each face's verdict", columns=4, height=240, object_fit="contain",
-                                       visible=False, elem_id="faces")
+                    faces = gr.Gallery(label="Each face's verdict", columns=4, visible=False, elem_id="faces")
                     heat = gr.Image(type="pil", label="Heat map", height=320, interactive=False, visible=False,
                                     elem_id="heatmap")
                     with gr.Accordion("What the heat map shows", open=False):
@@ -169,6 +172,30 @@ def create_app(predictor: Predictor) -> FastAPI:
     # Gradio's own check on behind it.
     demo.has_launched = True
     return app
+
+
+@contextmanager
+def served_in_thread(predictor: Predictor, start_timeout_s: float = 60):
+    """create_app(predictor) served by uvicorn in a thread on a free local port, for tests and scripts (such as
+    scripts/make_screenshot.py); yields the base URL, and stops the server on exit."""
+    import uvicorn
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(predictor), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + start_timeout_s
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the app server did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 def _host() -> str:

@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import argparse
 import re
-import socket
 import sys
-import threading
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,28 +24,6 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--no-first-run"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def serve(fastapi_app):
-    """uvicorn in a thread on a free port; returns (server, base URL) once it answers."""
-    import uvicorn
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(fastapi_app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 120
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise SystemExit("the app server did not start")
-        time.sleep(0.1)
-    return server, f"http://127.0.0.1:{port}"
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--image", default=str(ROOT / "examples" / "two_faces.jpg"), help="the image to upload")
@@ -59,22 +34,17 @@ def main(argv: list[str] | None = None) -> None:
     from playwright.sync_api import expect, sync_playwright
 
     predictor = app.startup.start_or_exit(app.start_predictor)  # the model app.py serves, with its messages
-    server, url = serve(app.create_app(predictor))
-    try:
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": args.width, "height": 1000})
-            page.goto(url, wait_until="domcontentloaded")
-            page.locator("#image-input input[type=file]").set_input_files(args.image)
-            expect(page.locator("#verdict")).to_contain_text(re.compile("REAL|UNCERTAIN|FAKE|NO FACE"),
-                                                             timeout=180_000)
-            expect(page.locator(".pending")).to_have_count(0, timeout=60_000)
-            page.wait_for_timeout(500)  # let the images finish fading in
-            Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=args.output, full_page=True)
-            browser.close()
-    finally:
-        server.should_exit = True
+    with app.served_in_thread(predictor, start_timeout_s=120) as url, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": args.width, "height": 1000})
+        page.goto(url, wait_until="domcontentloaded")
+        page.locator("#image-input input[type=file]").set_input_files(args.image)
+        expect(page.locator("#verdict")).to_contain_text(re.compile("REAL|UNCERTAIN|FAKE|NO FACE"), timeout=180_000)
+        expect(page.locator(".pending")).to_have_count(0, timeout=60_000)
+        page.wait_for_timeout(500)  # let the images finish fading in
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=args.output, full_page=True)
+        browser.close()
     print(f"wrote {args.output} ({predictor.source.describe()}, {Path(args.image).name})")
 
 

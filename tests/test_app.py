@@ -14,7 +14,6 @@ import stat
 import threading
 import time
 import zipfile
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -49,26 +48,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@contextmanager
-def running_app(predictor: Predictor):
-    """app.create_app served by uvicorn in a thread on a free port; yields the base URL."""
-    import uvicorn
-
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app.create_app(predictor), host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the app server did not start")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+running_app = app.served_in_thread  # (predictor) -> context manager yielding the base URL
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ docs/screenshot.png is made by scripts/make_screenshot.py (the same browser, the
 from __future__ import annotations
 
 import io
-import os
 import re
 from pathlib import Path
 
