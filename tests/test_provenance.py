@@ -358,3 +358,15 @@ def test_damaged_exif_and_truncated_containers_are_notes():
     png = png_with_text(parameters=A1111)
     p = read_provenance(png[:png_chunk_at(png, b"IDAT")[0] + 20])
     assert any("truncated" in n for n in p.notes)
+
+
+def test_signing_time_is_read_when_a_time_stamp_authority_countersigned(signed):
+    """Offline tests cannot reach a time-stamp authority, so the time is put into the reader's own answer for
+    this file, as c2pa-python reports it when one countersigned (signature_info.time)."""
+    import c2pa
+
+    with c2pa.Reader("image/jpeg", io.BytesIO(signed["JPEG"])) as reader:
+        store = json.loads(reader.json())
+    store["manifests"][store["active_manifest"]]["signature_info"]["time"] = "2026-01-02T03:04:05+00:00"
+    c = provenance._credentials_from_store(store, anchors=None)
+    assert c.signing_time == "2026-01-02T03:04:05+00:00" and c.state == "valid"
