@@ -27,7 +27,10 @@ predictor = Predictor.load("{{ model_id }}")
 print(predictor.predict_file("face.jpg").as_dict())
 ```
 
-or `fakeface predict face.jpg --model {{ model_id }}`.
+or `fakeface predict face.jpg --model {{ model_id }}`. The answer is REAL or FAKE at the threshold, marked
+uncertain within the uncertain band around it. The model judges face crops only: an image in which no face
+is found gets no verdict (`verdict` null, `faces_found` 0); its whole-image score is outside what the model
+was trained for.
 
 ## Training data and its terms
 

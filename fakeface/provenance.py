@@ -161,8 +161,9 @@ class Provenance:
 
     def as_dict(self) -> dict:
         """The `provenance` object of the JSON answers."""
+        c = self.credentials  # null when the file holds none (its `state` would only say "absent")
         return {"evidence": self.evidence, "summary": self.summary, "findings": self.findings,
-                "content_credentials": asdict(self.credentials),
+                "content_credentials": asdict(c) if c.state != "absent" else None,
                 "digital_source_type": self.digital_source_type, "generator": self.generator,
                 "software": self.software, "camera": self.camera, "notes": list(self.notes)}
 

@@ -97,6 +97,10 @@ def side_by_side(images: list[Image.Image], height: int) -> Image.Image:
     return canvas
 
 
+# The astronaut photo's right-hand part (the shuttle, a flag): no face, so the model gives no verdict.
+NO_FACE_REGION = (300, 0, 512, 300)
+
+
 def make_examples(out_dir: Path, backend: str = "mtcnn") -> dict[str, Image.Image]:
     detector = FaceDetector(backend)
     src = load_sources()
@@ -110,6 +114,7 @@ def make_examples(out_dir: Path, backend: str = "mtcnn") -> dict[str, Image.Imag
         "composite_astronaut_with_hopper_features.jpg": composite(astro, boxes["astronaut"], hopper,
                                                                   boxes["grace_hopper"]),
         "two_faces.jpg": side_by_side([astro, hopper], PAIR_HEIGHT),
+        "no_face.jpg": astro.crop(NO_FACE_REGION),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, image in images.items():
