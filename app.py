@@ -119,6 +119,10 @@ def build_demo(predictor: Predictor, gate: ModelGate) -> gr.Blocks:
                                     elem_id="heatmap")
                     with gr.Accordion("What the heat map shows", open=False):
                         gr.Markdown(ui.HEATMAP_NOTE)
+                    with gr.Accordion("Provenance: what the file says about itself", elem_id="provenance-box"):
+                        provenance = gr.Markdown(elem_id="provenance")
+                        with gr.Accordion("Every provenance field", open=False):
+                            provenance_fields = gr.JSON(label="provenance", elem_id="provenance-fields")
             kept = gr.State(None)  # the last result, so a new threshold re-reads it without a model run
         with gr.Tab("Batch"):
             gr.Markdown(f"Up to {MAX_BATCH_FILES} images, or .zip archives of images, "
@@ -154,7 +158,7 @@ def build_demo(predictor: Predictor, gate: ModelGate) -> gr.Blocks:
         # guard_file_inputs checks them first. concurrency_limit: Gradio need not start more model events than
         # the gate has slots; the gate itself (gate.slot(), shared with REST) is what bounds the model calls.
         model_events = dict(concurrency_id="model", concurrency_limit=gate.slots, preprocess=False)
-        page = [label, scale, summary, heat, boxes, faces]
+        page = [label, scale, summary, heat, boxes, faces, provenance, provenance_fields]
         # One model run per new image (an upload, an example, the button); while one run is going, further
         # triggers collapse into one final run with the latest inputs.
         gr.on([button.click, image.change], events.analyse, inputs=[image, threshold, kept], outputs=[*page, kept],

@@ -16,6 +16,7 @@ from pathlib import Path
 from .errors import FakefaceError
 from .images import IMAGE_SUFFIXES
 from .video import DEFAULT_FRAMES, MAX_FRAMES, VIDEO_SUFFIXES
+from .provenance import PROVENANCE_COLUMNS
 
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
@@ -316,6 +317,7 @@ def expand_inputs(items: list[str]) -> list[str]:
 def cmd_predict(args) -> int:
     from .distributed import shard
     from .predictor import Predictor
+    from .provenance import load_trust_anchors
 
     items, read = _dataset_items(args) if args.dataset else ([(p, p) for p in expand_inputs(args.paths)], None)
     n_inputs = len(items)
@@ -323,7 +325,9 @@ def cmd_predict(args) -> int:
         items = shard(sorted(items, key=lambda item: item[0]), *args.shard)
     done = _done_ids(args.output, args.format) if args.skip_existing else set()
     items = [item for item in items if item[0] not in done]
-    predictor = Predictor.load(args.model, detector=args.detector, threshold=args.threshold)
+    load_trust_anchors(args.trust_anchors)  # a bad file is one error now, not one per image
+    predictor = Predictor.load(args.model, detector=args.detector, threshold=args.threshold,
+                               trust_anchors=args.trust_anchors)
     with _open_output(args.output, append=bool(done)) as stream:
         writer = _RowWriter(args.format, stream, header=not done)
         failures = _predict_rows(predictor, items, read, writer, args)
@@ -339,7 +343,7 @@ def _predict_rows(predictor, items: list, read, writer: "_RowWriter", args) -> i
     from tqdm.auto import tqdm
 
     items, videos = _split_videos(items, read)
-    loader = torch.utils.data.DataLoader(_Decoded(items, read), batch_size=args.batch_size,
+    loader = torch.utils.data.DataLoader(_Decoded(items, read, args.trust_anchors), batch_size=args.batch_size,
                                          num_workers=args.workers, collate_fn=list)
     failures = 0
     with tqdm(total=len(items) + len(videos), desc="predict", unit="file", file=sys.stderr,
@@ -377,33 +381,39 @@ def _analyse_video(predictor, path: str, frames: int):
 
 
 class _Decoded:
-    """A map-style dataset of (id, image or None, error or None): decoding failures become values, so one
-    bad file never stops a DataLoader worker."""
+    """A map-style dataset of (id, image, provenance, error): decoding failures become values, so one bad file
+    never stops a DataLoader worker. Provenance is read here, from the file's own bytes."""
 
-    def __init__(self, items: list, read=None):
-        self.items, self.read = items, read
+    def __init__(self, items: list, read=None, trust_anchors: str | None = None):
+        self.items, self.read, self.trust_anchors = items, read, trust_anchors
 
     def __len__(self):
         return len(self.items)
 
     def __getitem__(self, k):
-        from .images import load_image
+        from .predictor import load_with_provenance
 
         name, source = self.items[k]
         try:
-            return name, load_image(self.read(source) if self.read else source), None
+            return name, *load_with_provenance(self.read(source) if self.read else source, self.trust_anchors), None
         except (FakefaceError, OSError) as exc:
-            return name, None, str(exc)
+            return name, None, None, str(exc)
 
 
 def _classify(predictor, batch: list) -> list:
     """(id, Prediction or error message) for each decoded item of a batch, in order."""
-    images = [image for _, image, error in batch if error is None]
+    images = [image for _, image, _, error in batch if error is None]
     try:
         predictions = iter(predictor.predict_images(images))
     except (FakefaceError, OSError):  # find the culprit: one image at a time
         predictions = iter([_predict_one(predictor, image) for image in images])
-    return [(name, error if error is not None else next(predictions)) for name, _, error in batch]
+    results = []
+    for name, _, provenance, error in batch:
+        result = error if error is not None else next(predictions)
+        if not isinstance(result, str):
+            result.provenance = provenance
+        results.append((name, result))
+    return results
 
 
 def _predict_one(predictor, image):
@@ -418,7 +428,8 @@ def _row(path: str, result) -> dict:
     if isinstance(result, str):
         return {"path": path, "verdict": None, "uncertain": None, "headline": "ERROR", "fake_prob": None,
                 "real_prob": None, "faces_found": None, "error": result}
-    return {"path": path, **result.as_dict()}
+    # The JSON row carries the provenance object (as_dict); a CSV row its flat columns instead.
+    return {"path": path, **result.as_dict(), "provenance_columns": result.provenance.columns()}
 
 
 def _video_row(path: str, result) -> dict:
@@ -501,7 +512,7 @@ def _open_output(output: str | None, append: bool):
 
 class _RowWriter:
     COLUMNS = ["path", "verdict", "uncertain", "headline", "fake_prob", "real_prob", "faces_found",
-               "whole_image_fake_prob", "error"]
+               "whole_image_fake_prob", "error", "decided_by", *PROVENANCE_COLUMNS]
 
     def __init__(self, fmt: str, stream, header: bool = True):
         self.fmt, self.stream, self.rows = fmt, stream, []
@@ -512,10 +523,10 @@ class _RowWriter:
 
     def write(self, row: dict) -> None:
         if self.fmt == "jsonl":
-            self.stream.write(json.dumps(row) + "\n")
+            self.stream.write(json.dumps({k: v for k, v in row.items() if k != "provenance_columns"}) + "\n")
             self.stream.flush()  # streaming: each row is usable as soon as it is written
         elif self.fmt == "csv":
-            self.csv.writerow(row)
+            self.csv.writerow({**row, **row.get("provenance_columns", {})})
             self.stream.flush()
         else:
             self.rows.append(row)  # a table is printed at the end, so it does not mix with the progress bar
@@ -526,11 +537,10 @@ class _RowWriter:
         for row in self.rows:
             if row.get("error"):
                 self.stream.write(f"{row['path']}\tERROR\t{row['error']}\n")
-            elif row["verdict"] is None:  # no face: no verdict, and no probability beside it
-                self.stream.write(f"{row['path']}\t{row['headline']}\tfake_prob=-\tfaces=0\n")
-            else:
-                self.stream.write(f"{row['path']}\t{row['headline']}\tfake_prob={row['fake_prob']:.4f}"
-                                  f"\tfaces={row['faces_found']}\n")
+            else:  # without a face there is no face score to show: "-"
+                prob = "-" if row["fake_prob"] is None else f"{row['fake_prob']:.4f}"
+                self.stream.write(f"{row['path']}\t{row['headline']}\tfake_prob={prob}\tfaces={row['faces_found']}"
+                                  f"\tprovenance={row['provenance_columns']['provenance']}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -580,6 +590,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do only shard I of N (every N-th path of the sorted list, from the I-th; 0-based)")
     p.add_argument("--frames", type=_frames_arg, default=DEFAULT_FRAMES,
                    help=f"videos: frames sampled evenly over each clip (1 to {MAX_FRAMES}; default {DEFAULT_FRAMES})")
+    p.add_argument("--trust-anchors", metavar="PEM",
+                   help="C2PA trust anchors: Content Credentials signed under these CAs read as 'trusted issuer' "
+                        "(default: $FAKEFACE_C2PA_TRUST_ANCHORS; without: signers are not checked against a list)")
     p.add_argument("--batch-size", type=int, default=16, help="images per forward pass")
     p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes decoding images")
     p.set_defaults(func=cmd_predict)

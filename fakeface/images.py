@@ -80,8 +80,12 @@ def load_image(source: ImageSource) -> Image.Image:
 
     Raises FakefaceError for anything that is not a readable image within the limits.
     """
-    name, data = _read_source(source)
-    check_file_size(len(data), name)
+    return decode_image(*read_file_bytes(source))
+
+
+def decode_image(name: str, data: bytes) -> Image.Image:
+    """`load_image` for a file's bytes already read by `read_file_bytes` (whose other readers, such as the
+    provenance metadata, need the original bytes too)."""
     with _open_header(data, name) as im:
         check_pixel_count(im.width, im.height, name)
         if im.format == "PNG":
@@ -103,6 +107,13 @@ def _draft(im: ImageFile.ImageFile) -> float:
     wanted = tuple(max(1, -(-side * DECODE_MIN_SIDE // longer)) for side in im.size)  # ceiling division
     im.draft(im.mode, wanted)
     return width / im.width
+
+
+def read_file_bytes(source: ImageSource) -> tuple[str, bytes]:
+    """(a name for messages, the file's bytes as given), within the size limit."""
+    name, data = _read_source(source)
+    check_file_size(len(data), name)
+    return name, data
 
 
 def _read_source(source: ImageSource) -> tuple[str, bytes]:

@@ -50,6 +50,23 @@ Decision threshold (chosen on validation, never on test): {{ threshold }}; tempe
 
 {{ extra_sections }}
 
+## Provenance: what the file says about itself
+
+Beside this model's score, `predict_file` (and the Space, its REST route and `fakeface predict`) reads what the
+file's own bytes say about where it came from: C2PA Content Credentials (checked offline; a manifest stored
+elsewhere is reported as "remote, not fetched"), the IPTC digital source type in XMP, the text fields image
+generators write (AUTOMATIC1111, ComfyUI, InvokeAI, NovelAI), and EXIF software and camera fields. None of it is
+learned; it enters the verdict by fixed rules:
+
+- Valid signed Content Credentials declaring AI generation or composition (`trainedAlgorithmicMedia`,
+  `compositeWithTrainedAlgorithmicMedia`, ...) make the verdict FAKE whatever the score; the score is still shown.
+  Without a trust list (`FAKEFACE_C2PA_TRUST_ANCHORS`) the signer is not checked: a valid signature only says the
+  file is unchanged since someone signed it.
+- Credentials that fail validation (the pixels changed after signing, a damaged manifest) prove nothing.
+- Unsigned metadata naming a generator or face app is a hint: it raises a confident REAL to uncertain, never lowers
+  a FAKE. Camera EXIF is shown as weak evidence and never used.
+- No metadata changes nothing: most platforms strip it on upload.
+
 ## Intended use and limits
 
 - Intended: a second opinion when a face photo may have been edited or generated. Not proof of anything:

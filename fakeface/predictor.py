@@ -16,8 +16,9 @@ from PIL import Image
 from .errors import FakefaceError
 from .faces import detector_for, face_crops
 from .hub import ModelSource, load_model
-from .images import DECODE_SCALE, load_image
+from .images import DECODE_SCALE, decode_image, read_file_bytes
 from .models import FakeFaceModel, probabilities
+from .provenance import CombinedVerdict, Provenance, combine, read_provenance
 
 
 # The one verdict rule. Every route (the page, /predict, /analyse, REST, batch, the CLI) reads its answer from
@@ -25,6 +26,8 @@ from .models import FakeFaceModel, probabilities
 REAL, FAKE, UNCERTAIN, NO_FACE = "REAL", "FAKE", "UNCERTAIN", "NO FACE"
 NO_FACE_MESSAGE = ("No face found, so there is no verdict: the model judges faces only. Try a photo where a face "
                    "is clearly visible.")
+NO_FACE_CREDENTIALS_MESSAGE = ("No face found; the verdict comes from the file's Content Credentials, not from "
+                               "the model.")
 WHOLE_IMAGE_NOTE = ("the score of the whole image, outside what the model was trained for (face crops): not a "
                     "verdict")
 
@@ -71,18 +74,28 @@ class Prediction:
     uncertain_band: float
     faces: list[FaceResult] = field(default_factory=list)
     face_found: bool = True
+    provenance: Provenance | None = None  # what the file says about its origin (None: only pixels were given)
 
     @property
     def real_prob(self) -> float:
         return 1.0 - self.fake_prob
 
     @property
+    def judged(self) -> CombinedVerdict:
+        """The one verdict rule (`decide`) with what the file says about itself (provenance.combine): valid
+        signed Content Credentials declaring AI make it FAKE, even without a face; unsigned AI metadata makes a
+        sure REAL uncertain; no metadata changes nothing."""
+        pixels = decide(self.fake_prob, self.threshold, self.uncertain_band, self.face_found)
+        return combine(pixels.decision, pixels.uncertain, self.provenance)
+
+    @property
     def decided(self) -> Verdict:
-        return decide(self.fake_prob, self.threshold, self.uncertain_band, self.face_found)
+        judged = self.judged
+        return Verdict(judged.label, judged.uncertain)
 
     @property
     def verdict(self) -> str | None:
-        """REAL or FAKE at the threshold; None when no face was found."""
+        """REAL or FAKE; None when no face was found (and no Content Credentials decide)."""
         return self.decided.decision
 
     @property
@@ -105,23 +118,30 @@ class Prediction:
 
     def as_dict(self, filename: str | None = None) -> dict:
         """The JSON answer (REST, `fakeface predict`): `verdict` REAL/FAKE or null, `uncertain` beside it, the
-        `headline` the page shows, `faces_found`. Without a face: no verdict and no probabilities, a `message`,
-        and the whole image's score under its own name."""
-        row = {"verdict": self.verdict, "uncertain": self.uncertain if self.face_found else None,
+        `headline` the page shows, `faces_found`, what decided (`decided_by`, `reason`) and the file's
+        `provenance`. Without a face: no probabilities, a `message`, and the whole image's score under its own
+        name; no verdict either, unless the file's Content Credentials give one."""
+        judged = self.judged
+        row = {"verdict": judged.label, "uncertain": judged.uncertain if judged.label is not None else None,
                "headline": self.headline, "fake_prob": None, "real_prob": None, "threshold": self.threshold,
-               "uncertain_band": self.uncertain_band, "faces_found": self.faces_found, "faces": []}
+               "uncertain_band": self.uncertain_band, "faces_found": self.faces_found, "faces": [],
+               "decided_by": judged.decided_by, "reason": judged.reason}
         if self.face_found:
             row.update(fake_prob=round(self.fake_prob, 6), real_prob=round(self.real_prob, 6),
                        faces=[{"box": f.box, "fake_prob": round(f.fake_prob, 6)} for f in self.faces])
         else:
-            row.update(message=NO_FACE_MESSAGE, whole_image_fake_prob=round(self.fake_prob, 6))
+            message = NO_FACE_MESSAGE if judged.label is None else NO_FACE_CREDENTIALS_MESSAGE
+            row.update(message=message, whole_image_fake_prob=round(self.fake_prob, 6))
+        if self.provenance is not None:
+            row["provenance"] = self.provenance.as_dict()
         return {"filename": filename, **row} if filename is not None else row
 
 
 class Predictor:
     def __init__(self, model: FakeFaceModel, source: ModelSource | None = None, detector: str = "auto",
-                 threshold: float | None = None):
+                 threshold: float | None = None, trust_anchors: str | None = None):
         self.model = model.eval()
+        self.trust_anchors = trust_anchors  # a PEM file of trusted C2PA issuers (None: $FAKEFACE_C2PA_TRUST_ANCHORS)
         self.source = source
         self.threshold = model.threshold if threshold is None else float(threshold)
         self.detector = detector_for(model.config.crop, backend=detector)
@@ -229,5 +249,22 @@ class Predictor:
                           face_found=self.detector is None or any(c.found for c in found))
 
     def predict_file(self, source, threshold: float | None = None, heatmap: bool = False) -> Prediction:
-        """Decode (path, bytes or file object) with the one safe loader, then classify."""
-        return self.predict_image(load_image(source), threshold=threshold, heatmap=heatmap)
+        """Decode (path, bytes or file object) with the one safe loader and classify, with the file's provenance."""
+        return self.predict_upload(source, threshold=threshold, heatmap=heatmap)[1]
+
+    def predict_upload(self, source, threshold: float | None = None, heatmap: bool = False
+                       ) -> tuple[Image.Image, Prediction]:
+        """`predict_file`, and the decoded image too (the page draws the faces' boxes on it)."""
+        image, provenance = load_with_provenance(source, self.trust_anchors)
+        prediction = self.predict_image(image, threshold=threshold, heatmap=heatmap)
+        prediction.provenance = provenance
+        return image, prediction
+
+
+def load_with_provenance(source, trust_anchors: str | None = None) -> tuple[Image.Image, Provenance]:
+    """(the decoded image, what the file's own bytes say about where it came from), from one read of the file.
+
+    Every route that has the uploaded file reads it here: provenance must come from the original bytes, before
+    anything re-encodes them (a re-encoded copy has lost its metadata)."""
+    name, data = read_file_bytes(source)
+    return decode_image(name, data), read_provenance(data, trust_anchors)

@@ -44,3 +44,88 @@ def tiny_set(n, seed):
     x = torch.rand(n, 3, 8, 8, generator=g)
     x[:, 0] += fake[:, None, None]
     return torch.utils.data.TensorDataset(x, fake)
+
+
+# ------------------------------------------------------------------------------ signed images (Content Credentials)
+
+AI_SOURCE = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
+
+
+class SigningCertificates:
+    """A root CA and a signing certificate made here (ES256), as C2PA requires: a v3 end-entity certificate with
+    digitalSignature and an allowed extended key usage, issued by a CA (self-signed signers are refused)."""
+
+    def __init__(self, organisation: str = "Fakeface Test Signer"):
+        import datetime
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+        now = datetime.datetime.now(datetime.timezone.utc)
+
+        def name(common, org):
+            return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common),
+                              x509.NameAttribute(NameOID.ORGANIZATION_NAME, org)])
+
+        def certificate(subject, issuer, public_key, signing_key, ca: bool):
+            usage = dict(digital_signature=not ca, content_commitment=False, key_encipherment=False,
+                         data_encipherment=False, key_agreement=False, key_cert_sign=ca, crl_sign=ca,
+                         encipher_only=False, decipher_only=False)
+            builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(public_key)
+                       .serial_number(x509.random_serial_number())
+                       .not_valid_before(now - datetime.timedelta(days=1))
+                       .not_valid_after(now + datetime.timedelta(days=30))
+                       .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+                       .add_extension(x509.KeyUsage(**usage), critical=True)
+                       .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False))
+            if not ca:
+                builder = (builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]),
+                                                 critical=False)
+                           .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                               signing_key.public_key()), critical=False))
+            return builder.sign(signing_key, hashes.SHA256())
+
+        root_key, leaf_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+        root_name = name("Fakeface Test Root CA", "Fakeface Test CA")
+        root = certificate(root_name, root_name, root_key.public_key(), root_key, ca=True)
+        leaf = certificate(name("Test Signer", organisation), root_name, leaf_key.public_key(), root_key, ca=False)
+        pem = serialization.Encoding.PEM
+        self.root_pem = root.public_bytes(pem)
+        self.chain_pem = leaf.public_bytes(pem) + self.root_pem
+        self.key_pem = leaf_key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
+                                              serialization.NoEncryption())
+
+    def sign(self, image_bytes: bytes, mime: str, source_type: str = AI_SOURCE, remote_url: str | None = None,
+             generator: str = "fakeface-tests", parent: bytes | None = None) -> bytes:
+        """`image_bytes` with a C2PA manifest: claim generator, a c2pa.created action with `source_type`, or with a
+        `parent` (signed bytes of the same `mime`) an edit of it: c2pa.opened that ingredient, then c2pa.edited."""
+        import io
+
+        import c2pa
+
+        actions = ([{"action": "c2pa.opened", "parameters": {"ingredientIds": ["parent"]}}, {"action": "c2pa.edited"}]
+                   if parent else [{"action": "c2pa.created", "digitalSourceType": source_type}])
+        manifest = {"claim_generator_info": [{"name": generator, "version": "1.0"}], "title": "test image",
+                    "assertions": [{"label": "c2pa.actions", "data": {"actions": actions}}]}
+        info = c2pa.C2paSignerInfo(c2pa.C2paSigningAlg.ES256, self.chain_pem, self.key_pem, None)
+        out = io.BytesIO()
+        with c2pa.Signer.from_info(info) as signer, c2pa.Builder(manifest) as builder:
+            if parent:
+                builder.add_ingredient({"title": "parent", "relationship": "parentOf", "label": "parent"}, mime,
+                                       io.BytesIO(parent))
+            if remote_url:
+                builder.set_no_embed()
+                builder.set_remote_url(remote_url)
+            builder.sign(signer, mime, io.BytesIO(image_bytes), out)
+        return out.getvalue()
+
+
+def encoded(image: Image.Image, fmt: str, **params) -> bytes:
+    """`image` saved as `fmt` (JPEG, PNG, WEBP) in memory."""
+    import io
+
+    out = io.BytesIO()
+    image.save(out, fmt, **params)
+    return out.getvalue()

@@ -6,6 +6,7 @@ A tiny untrained model stands in for the real one: these tests check wiring and 
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import socket
@@ -18,13 +19,15 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 import app
 from fakeface.space import batch, rest, serving, ui
 from fakeface.errors import FakefaceError
 from fakeface.images import MAX_FILE_BYTES
 from fakeface.predictor import FaceResult, Prediction, Predictor
+
+from helpers import SigningCertificates, encoded
 
 
 # ------------------------------------------------------------------------------------------------ fixtures
@@ -141,13 +144,15 @@ def test_predict_refuses_a_threshold_out_of_range(client, photo):
 def test_analyse_returns_what_the_page_shows(client, photo):
     from gradio_client import handle_file
 
-    label, scale, summary, heatmap, boxes, faces = client.predict(handle_file(str(FACE)), api_name="/analyse")
+    label, scale, summary, heatmap, boxes, faces, panel, fields = client.predict(handle_file(str(FACE)),
+                                                                                 api_name="/analyse")
     assert label["label"] in HEADLINES and f">{label['label']}" in scale and "threshold" in scale
     assert "Fake probability" in summary
     # Shown or hidden with the answer, so they come as updates: {"value": file, "visible": ...}
     assert Path(heatmap["value"]).is_file() and Path(boxes["value"]).is_file() and boxes["visible"]
     # Random pixels hold no face: no verdict, no probabilities, no heat map, and the summary says so.
-    label, scale, summary, heatmap, boxes, faces = client.predict(handle_file(str(photo)), api_name="/analyse")
+    assert fields["evidence"] == "none" and "strip" in panel  # no metadata: says so, changes nothing
+    label, scale, summary, heatmap, boxes, faces, *_ = client.predict(handle_file(str(photo)), api_name="/analyse")
     assert label["label"] == "NO FACE" and "NO FACE FOUND" in scale
     assert summary.startswith("**No verdict.**") and "outside what the model was trained for" in summary
     assert not heatmap["visible"] and not heatmap.get("value") and not boxes.get("value")
@@ -166,7 +171,7 @@ def test_predict_batch_two_files_table_and_csv(client, tmp_path):
     assert all(row[3] == "NO FACE" and row[1] == 0 and row[2] in ("", None) for row in table["data"])
     assert all("no face found" in row[4] for row in table["data"])
     lines = Path(csv_path).read_text().splitlines()
-    assert lines[0] == ",".join(batch.BATCH_COLUMNS) and len(lines) == 3
+    assert lines[0] == ",".join(batch.CSV_COLUMNS) and len(lines) == 3
     assert summary.startswith("Analysed 2 file(s)")
 
 
@@ -382,7 +387,7 @@ class _FixedPredictor(Predictor):
 
 def test_analyse_several_faces_gives_a_verdict_per_face(photo):
     pred = _FixedPredictor(0.1, 0.9, 0.55)
-    label, scale, summary, heat, boxes, gallery, kept = ui.analyse(pred, str(photo), 0.5)
+    label, scale, summary, heat, boxes, gallery, _, _, kept = ui.analyse(pred, str(photo), 0.5)
     assert label["label"] == "FAKE" and ">FAKE<" in scale
     assert "3 faces found" in summary and "face 2" in summary
     captions = [caption for _, caption in gallery["value"]]
@@ -394,8 +399,7 @@ def test_analyse_several_faces_gives_a_verdict_per_face(photo):
 
 def test_faces_are_numbered_left_to_right(tiny_face_predictor):
     """The gallery's and the boxes' order: the left-hand face is face 1 (the detector lists the larger first)."""
-    label, scale, summary, heat, boxes, gallery, kept = ui.analyse(
-        tiny_face_predictor, str(FACE.parent / "two_faces.jpg"), 0.5)
+    *_, kept = ui.analyse(tiny_face_predictor, str(FACE.parent / "two_faces.jpg"), 0.5)
     lefts = [face.box[0] for face in kept.prediction.faces]
     assert len(lefts) == 2 and lefts == sorted(lefts)
 
@@ -420,8 +424,9 @@ def test_analyse_bad_file_gives_a_message_not_a_traceback(tmp_path):
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     with pytest.warns(UserWarning):  # gr.Warning outside a request falls back to warnings.warn
-        label, scale, summary, heat, boxes, gallery, kept = ui.analyse(_FixedPredictor(0.5), str(bad), 0.5)
-    assert label is None and heat["value"] is None and kept is None
+        label, scale, summary, heat, boxes, gallery, panel, fields, kept = ui.analyse(_FixedPredictor(0.5),
+                                                                                     str(bad), 0.5)
+    assert label is None and heat["value"] is None and kept is None and fields is None and panel == ""
     assert summary.startswith("**Could not analyse this image.** broken.jpg:")
     assert str(tmp_path) not in summary  # the server path is not shown
 
@@ -636,3 +641,100 @@ def test_faces_in_a_huge_jpeg_are_boxed_in_the_files_pixels(predictor):
     assert big.faces_found == reference.faces_found == 2
     for got, want in zip(big.faces, reference.faces):
         assert np.allclose(got.box, np.array(want.box) * factor, atol=0.1 * factor * (want.box[2] - want.box[0]))  # detector noise
+
+
+# ------------------------------------------------------------------------------------------------ provenance
+
+
+@pytest.fixture(scope="module")
+def provenance_files(tmp_path_factory) -> dict[str, Path]:
+    """A JPEG signed with Content Credentials declaring trainedAlgorithmicMedia, a PNG with AUTOMATIC1111's
+    parameters chunk, and a plain PNG: files as a user would upload them."""
+    folder = tmp_path_factory.mktemp("provenance")
+    image = Image.open(io.BytesIO(photo_bytes()))
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", "a face\nSteps: 20, Sampler: Euler a, CFG scale: 7, Model: sd15")
+    files = {"signed.jpg": SigningCertificates().sign(encoded(image, "JPEG"), "image/jpeg"),
+             "a1111.png": encoded(image, "PNG", pnginfo=info), "plain.png": encoded(image, "PNG")}
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    return {name: folder / name for name in files}
+
+
+def test_rest_answer_has_the_provenance_of_the_uploaded_bytes(url, provenance_files):
+    answers = {}
+    for name, path in provenance_files.items():
+        r = _post(url, files={"file": (name, path.read_bytes())})
+        assert r.status_code == 200
+        answers[name] = r.json()["provenance"]
+    signed = answers["signed.jpg"]
+    assert signed["evidence"] == "signed_ai" and signed["content_credentials"]["state"] == "valid"
+    assert signed["content_credentials"]["issuer"] == "Fakeface Test Signer"
+    assert "not checked against a trust list" in signed["summary"]
+    assert answers["a1111.png"]["evidence"] == "unsigned_ai" and "AUTOMATIC1111" in answers["a1111.png"]["summary"]
+    assert answers["plain.png"]["evidence"] == "none" and "strip" in answers["plain.png"]["summary"]
+
+
+def test_batch_table_and_csv_have_provenance(client, provenance_files):
+    from gradio_client import handle_file
+
+    paths = [provenance_files[n] for n in ("signed.jpg", "a1111.png", "plain.png")]
+    table, csv_path, _ = client.predict([handle_file(str(p)) for p in paths], api_name="/predict_batch")
+    column = table["headers"].index("provenance")
+    assert [row[column] for row in table["data"]] == [
+        "signed: AI-generated", "unsigned: Stable Diffusion web UI (AUTOMATIC1111 format)", "none"]
+    rows = list(csv.DictReader(Path(csv_path).open(newline="")))
+    assert [r["c2pa"] for r in rows] == ["valid", "absent", "absent"]
+    assert rows[0]["c2pa_signer"] == "Fakeface Test Signer" and rows[0]["provenance_evidence"] == "signed_ai"
+    assert "AUTOMATIC1111" in rows[1]["generator"] and "strip" in rows[2]["provenance_summary"]
+
+
+def test_provenance_panel_text(provenance_files):
+    from fakeface.provenance import read_provenance
+
+    signed = ui.provenance_markdown(read_provenance(provenance_files["signed.jpg"]))
+    assert signed.startswith("**Signed: AI-generated**")
+    assert "- Signer: Fakeface Test Signer / Test Signer" in signed and "not checked against a trust list" in signed
+    assert "strip" in ui.provenance_markdown(read_provenance(provenance_files["plain.png"]))
+    assert ui.provenance_markdown(None) == ""
+    # Text from the file is shown literally: no links, HTML or emphasis smuggled in through a prompt.
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", "<img src=x onerror=alert(1)> [click](http://x) *bold*\nSteps: 1, Sampler: a")
+    text = ui.provenance_markdown(read_provenance(encoded(Image.new("RGB", (8, 8)), "PNG", pnginfo=info)))
+    assert "\\<img" in text and "\\[click\\]" in text and "\\*bold\\*" in text and "<img" not in text.replace("\\<", "")
+
+
+def test_signed_ai_credentials_decide_the_verdict_everywhere(url, client, provenance_files):
+    """A low pixel score (0.1) with valid signed Content Credentials declaring AI: FAKE on the page, /analyse,
+    /predict, REST and batch alike, the score still shown."""
+    from gradio_client import handle_file
+
+    signed = provenance_files["signed.jpg"]
+    label, scale, summary, *_, panel, fields, kept = ui.analyse(_FixedPredictor(0.1), str(signed), 0.5)
+    assert label["label"] == "FAKE" and label["confidences"]["FAKE"] == pytest.approx(0.1)
+    assert ">FAKE<" in scale and "Content Credentials" in scale and "<b>0.10</b>" in scale
+    assert summary.startswith("**FAKE: the file's Content Credentials decide.**") and "0.10" in summary
+    assert fields["evidence"] == "signed_ai" and "Signed: AI-generated" in panel
+    assert ui.Events.rethreshold(kept, 0.05)[0]["label"] == "FAKE"  # any threshold: still decided by them
+    rows = batch.predict_batch_rows(_FixedPredictor(0.1), [batch.BatchItem("s.jpg", data=signed.read_bytes())])
+    assert rows[0]["verdict"] == "FAKE" and rows[0]["provenance"] == "signed: AI-generated"
+    assert "Content Credentials" in rows[0]["note"]
+    # Over HTTP with the tiny model: its detector finds no face in these random pixels, so without the
+    # credentials there would be no verdict; with them, FAKE from every route.
+    body = _post(url, files={"file": ("s.jpg", signed.read_bytes())}).json()
+    assert (body["verdict"], body["headline"], body["faces_found"]) == ("FAKE", "FAKE", 0)
+    assert body["decided_by"] == "content credentials" and "Content Credentials" in body["message"]
+    assert client.predict(handle_file(str(signed)), api_name="/predict")["label"] == "FAKE"
+    answer = client.predict(handle_file(str(signed)), api_name="/analyse")
+    assert answer[0]["label"] == "FAKE" and answer[7]["content_credentials"]["declares"] == "AI-generated"
+    assert "No face found for the model to score" in answer[1] and "NO FACE" not in answer[1]
+
+
+def test_unsigned_generator_metadata_raises_a_sure_real_to_uncertain(provenance_files):
+    label, scale, summary, *_ = ui.analyse(_FixedPredictor(0.1), str(provenance_files["a1111.png"]), 0.5)
+    assert label["label"] == "UNCERTAIN" and "UNCERTAIN (leans REAL)" in scale
+    assert summary.startswith("**Uncertain (leans REAL).**") and "AUTOMATIC1111" in summary
+    label, *_ = ui.analyse(_FixedPredictor(0.9), str(provenance_files["a1111.png"]), 0.5)
+    assert label["label"] == "FAKE"  # never lowered
+    label, *_ = ui.analyse(_FixedPredictor(0.1), str(provenance_files["plain.png"]), 0.5)
+    assert label["label"] == "REAL"  # no metadata: nothing changes

@@ -6,12 +6,15 @@ docs/screenshot.png is made by scripts/make_screenshot.py (the same browser, the
 
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from fakeface.predictor import Predictor
+from helpers import SigningCertificates, encoded
 from test_app import FACE, photo_bytes, running_app, tiny_predictor
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -123,3 +126,19 @@ def test_batch_tab_fills_the_table(served, sync_api, tmp_path):
     page.locator("#batch-button").click()
     expect(page.locator("#batch-summary")).to_contain_text("Analysed 2 file(s)", timeout=120_000)
     expect(page.locator("#batch-table")).to_contain_text("batch1.png")
+
+
+def test_signed_upload_shows_the_provenance_panel(served, sync_api, tmp_path):
+    """A JPEG signed with Content Credentials declaring AI, uploaded through the page: the browser sends the file
+    as it is, so the panel reads the signed manifest and the verdict is FAKE."""
+    _, url, page = served
+    expect = sync_api.expect
+    signed = tmp_path / "signed.jpg"
+    signed.write_bytes(SigningCertificates().sign(encoded(Image.open(io.BytesIO(photo_bytes(size=128))), "JPEG"),
+                                                  "image/jpeg"))
+    page.goto(url, wait_until="domcontentloaded")
+    page.locator("#image-input input[type=file]").set_input_files(str(signed))
+    expect(page.locator("#provenance")).to_contain_text("Signed: AI-generated", timeout=120_000)
+    expect(page.locator("#provenance")).to_contain_text("Fakeface Test Signer")
+    expect(page.locator("#verdict")).to_contain_text("FAKE")
+    expect(page.locator("#summary")).to_contain_text("Content Credentials decide")

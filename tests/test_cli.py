@@ -16,14 +16,15 @@ import datasets
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from fakeface.cli import main
 from fakeface.images import load_image
 from fakeface.models import create_model
 from fakeface.predictor import Predictor
+from fakeface.provenance import PROVENANCE_COLUMNS
 
-from helpers import TinyNet, tiny_set, write_folder
+from helpers import SigningCertificates, TinyNet, cue_image, encoded, tiny_set, write_folder
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -111,7 +112,7 @@ def test_csv_streams_to_a_file_and_resumes_without_a_second_header(model_dir, im
     rows = list(csv.DictReader(out.open(newline="")))
     assert sorted(row["path"] for row in rows) == all_paths(images)
     assert list(rows[0]) == ["path", "verdict", "uncertain", "headline", "fake_prob", "real_prob", "faces_found",
-                             "whole_image_fake_prob", "error"]
+                             "whole_image_fake_prob", "error", "decided_by", *PROVENANCE_COLUMNS]
     assert {row["verdict"] for row in rows} <= {"FAKE", "REAL", ""}
 
 
@@ -129,6 +130,38 @@ def test_csv_and_table_on_stdout(model_dir, images, capsys):
     assert "1 of 2 files could not be classified" in captured.err
 
 
+def test_provenance_columns_from_the_files_own_bytes(model_dir, tmp_path, capsys):
+    signed = tmp_path / "signed.jpg"
+    signed.write_bytes(SigningCertificates().sign(encoded(cue_image(False, np.random.default_rng(0)), "JPEG"),
+                                                  "image/jpeg"))
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", "a face\nSteps: 20, Sampler: Euler a, CFG scale: 7, Model: sd15")
+    generated = tmp_path / "generated.png"
+    generated.write_bytes(encoded(cue_image(False, np.random.default_rng(1)), "PNG", pnginfo=info))
+    plain = tmp_path / "plain.png"
+    plain.write_bytes(encoded(cue_image(False, np.random.default_rng(2)), "PNG"))
+    paths = [str(signed), str(generated), str(plain)]
+    assert predict(model_dir, *paths, "--format", "csv") == 0
+    rows = {Path(row["path"]).name: row for row in csv.DictReader(io.StringIO(capsys.readouterr().out))}
+    assert (rows["signed.jpg"]["c2pa"], rows["signed.jpg"]["provenance_evidence"]) == ("valid", "signed_ai")
+    assert rows["signed.jpg"]["c2pa_signer"] == "Fakeface Test Signer"
+    assert rows["signed.jpg"]["c2pa_declares"] == "AI-generated" and rows["signed.jpg"]["verdict"] == "FAKE"
+    assert rows["generated.png"]["provenance_evidence"] == "unsigned_ai"
+    assert "AUTOMATIC1111" in rows["generated.png"]["generator"]
+    assert rows["plain.png"]["provenance_evidence"] == "none" and "strip" in rows["plain.png"]["provenance_summary"]
+    out = tmp_path / "rows.jsonl"
+    assert predict(model_dir, *paths, "--format", "jsonl", "--output", str(out), "--workers", "2") == 0
+    by_name = {Path(row["path"]).name: row for row in read_jsonl(out)}  # read in the DataLoader workers
+    assert by_name["signed.jpg"]["provenance"]["content_credentials"]["declares"] == "AI-generated"
+    assert (by_name["signed.jpg"]["verdict"], by_name["signed.jpg"]["decided_by"]) == ("FAKE", "content credentials")
+    assert "c2pa" not in by_name["signed.jpg"] and "provenance_columns" not in by_name["signed.jpg"]
+    assert isinstance(by_name["plain.png"]["provenance"], dict)
+    assert predict(model_dir, *paths, "--format", "table") == 0
+    assert "provenance=signed: AI-generated" in capsys.readouterr().out
+    assert predict(model_dir, *paths, "--trust-anchors", str(tmp_path / "missing.pem")) == 2
+    assert "C2PA trust anchors" in capsys.readouterr().err
+
+
 def test_no_face_gets_no_verdict_in_every_format(model_dir, tmp_path, capsys):
     """With a face detector, a picture without a face has no verdict and 0 faces, whatever the format."""
     blank = tmp_path / "gradient.png"
@@ -143,7 +176,7 @@ def test_no_face_gets_no_verdict_in_every_format(model_dir, tmp_path, capsys):
     (got,) = csv.DictReader(io.StringIO(capsys.readouterr().out))
     assert (got["verdict"], got["headline"], got["faces_found"], got["fake_prob"]) == ("", "NO FACE", "0", "")
     assert main([*args, "--format", "table"]) == 0
-    assert capsys.readouterr().out == f"{blank}\tNO FACE\tfake_prob=-\tfaces=0\n"
+    assert capsys.readouterr().out == f"{blank}\tNO FACE\tfake_prob=-\tfaces=0\tprovenance=none\n"
 
 
 def test_evaluate_shows_its_progress(model_dir, tmp_path, capsys, monkeypatch):

@@ -336,3 +336,14 @@ def test_start_up_with_a_missing_repo_is_one_sentence(hub_endpoint, monkeypatch)
     message = str(caught.value)
     assert message.startswith("fakeface cannot start: Hub model tester/never-published was not found on ")
     assert "\n" not in message and message.count(". ") == 0 and "FAKEFACE_MODEL" in message
+
+
+def test_start_up_with_a_bad_trust_anchor_file_is_one_sentence(monkeypatch, tmp_path):
+    import app
+
+    monkeypatch.setenv("FAKEFACE_C2PA_TRUST_ANCHORS", str(tmp_path / "missing.pem"))
+    with pytest.raises(app.StartupError) as caught:
+        app.start_predictor()  # checked before the model is loaded
+    message = str(caught.value)
+    assert message.startswith("fakeface cannot start: C2PA trust anchors ") and "missing.pem" in message
+    assert "\n" not in message and "FAKEFACE_C2PA_TRUST_ANCHORS" in message

@@ -17,6 +17,7 @@ from ..errors import FakefaceError
 from ..images import MAX_FILE_BYTES, check_file_size
 from ..predictor import WHOLE_IMAGE_NOTE, Prediction, Predictor
 from ..video import VIDEO_SUFFIXES, is_video
+from ..provenance import PROVENANCE_COLUMNS
 from .serving import ModelGate, printable
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,9 @@ BATCH_TIME_LIMIT_S = 600.0  # files not started by then are reported as not anal
 _READ_CHUNK = 1024 * 1024
 
 # A row's "verdict" is `Prediction.headline` (REAL, UNCERTAIN, FAKE or NO FACE), or "error".
-BATCH_COLUMNS = ["file", "faces", "fake_prob", "verdict", "note"]
+BATCH_COLUMNS = ["file", "faces", "fake_prob", "verdict", "note", "provenance"]
+# The CSV has every provenance column (provenance.PROVENANCE_COLUMNS); the table on the page its short form only.
+CSV_COLUMNS = BATCH_COLUMNS + [c for c in PROVENANCE_COLUMNS if c not in BATCH_COLUMNS]
 
 
 # ------------------------------------------------------------------------------------------------ reading
@@ -214,13 +217,19 @@ def _row(predictor: Predictor, item: BatchItem, threshold: float | None) -> dict
         return _error_row(item.name, f"{item.name}: internal error while classifying; it has been logged.")
     return {"file": item.name, "faces": pred.faces_found,
             "fake_prob": round(pred.fake_prob, 4) if pred.face_found else None,
-            "verdict": pred.headline, "note": result_note(pred)}
+            "verdict": pred.headline, "note": result_note(pred), **pred.provenance.columns()}
 
 
 def result_note(pred: Prediction) -> str:
-    """What a row's verdict needs beside it: which way an uncertain score leans, or why there is no verdict."""
+    """What a row's verdict needs beside it: what decided it when not the score, which way an uncertain score
+    leans, or why there is no verdict."""
+    judged = pred.judged
+    if judged.decided_by == "content credentials":
+        return "decided by the file's signed Content Credentials, not by the score"
     if not pred.face_found:
         return f"no face found; {pred.fake_prob:.2f} is {WHOLE_IMAGE_NOTE}"
+    if judged.reason:
+        return f"leans {pred.verdict}; raised to uncertain by the file's unsigned metadata"
     if pred.uncertain:
         return (f"leans {pred.verdict}: within ±{pred.uncertain_band:.2f} of the threshold {pred.threshold:.2f}")
     return ""
@@ -236,7 +245,7 @@ def write_csv(rows: list[dict]) -> Path:
     _prune(_CSV_DIR, _CSV_MAX_AGE_S)
     fd, name = tempfile.mkstemp(prefix="fakeface-results-", suffix=".csv", dir=_CSV_DIR)
     with open(fd, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=BATCH_COLUMNS)
+        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
         writer.writeheader()
         for row in rows:
             writer.writerow({k: _csv_safe(v) for k, v in row.items()})

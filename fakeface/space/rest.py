@@ -63,9 +63,11 @@ class Answer(BaseModel):
 
     filename: str
     verdict: Literal["REAL", "FAKE"] | None = Field(
-        description="the decision at the threshold; null when no face was found (no verdict)")
+        description="the decision at the threshold, or FAKE when the file's valid signed Content Credentials "
+                    "declare AI generation; null when no face was found (and no credentials decide)")
     uncertain: bool | None = Field(
-        description="true when fake_prob is within uncertain_band of the threshold; null without a face")
+        description="true when fake_prob is within uncertain_band of the threshold, or when unsigned metadata "
+                    "says the image was generated; null when there is no verdict")
     headline: Literal["REAL", "UNCERTAIN", "FAKE", "NO FACE"] = Field(
         description="what the page shows: UNCERTAIN when `uncertain`, NO FACE when `verdict` is null")
     fake_prob: float | None = Field(description="the most-fake face's probability; null without a face")
@@ -79,6 +81,14 @@ class Answer(BaseModel):
         None, description="only without a face: the whole image's score, outside what the model was trained "
                           "for; not a verdict")
     model: str = Field(description="the model that answered")
+    decided_by: Literal["pixels", "content credentials"] = Field(
+        description="what gave the verdict: the model's score, or the file's signed Content Credentials")
+    reason: str | None = Field(description="when the file's metadata settled or changed the verdict: why")
+    provenance: dict = Field(
+        description="what the uploaded file's own bytes say about where it came from: evidence (signed_ai, "
+                    "unsigned_ai, none), summary, findings, content_credentials (state, signer, claim generator, "
+                    "actions, ingredients, validation failures), digital_source_type, generator, software, camera, "
+                    "notes")
 
 
 class ErrorAnswer(BaseModel):

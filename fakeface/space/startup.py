@@ -27,7 +27,12 @@ def start_predictor(spec: str | None) -> Predictor:
     raise StartupError."""
     from ..clip_backbone import locate_clip_onnx
     from ..hub import ModelUnavailable
+    from ..provenance import load_trust_anchors
 
+    try:  # $FAKEFACE_C2PA_TRUST_ANCHORS: a bad file stops the start, rather than failing every upload
+        load_trust_anchors()
+    except FakefaceError as exc:
+        raise StartupError(f"fakeface cannot start: {_clause(exc)}.") from None
     try:
         predictor = Predictor.load(spec)
     except ModelUnavailable as exc:

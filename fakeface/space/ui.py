@@ -4,6 +4,7 @@ picture; app.py lays the page out and wires these to its components."""
 from __future__ import annotations
 
 import logging
+import re
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 
@@ -13,8 +14,9 @@ import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
 from ..errors import FakefaceError
-from ..images import DECODE_SCALE, load_image
+from ..images import DECODE_SCALE
 from ..predictor import FAKE, NO_FACE, NO_FACE_MESSAGE, REAL, UNCERTAIN, WHOLE_IMAGE_NOTE, Prediction, Predictor
+from ..provenance import Provenance
 from .batch import BATCH_COLUMNS, BATCH_TIME_LIMIT_S, predict_batch_rows, read_batch, write_csv
 from .guard import event_path
 from .serving import ModelGate, checked_threshold
@@ -33,7 +35,8 @@ class Events:
         self.demo, self.predictor, self.gate = demo, predictor, gate
 
     def analyse(self, image, threshold, kept=None):
-        """/analyse: everything the page shows (see `render`), and the result kept for `rethreshold`."""
+        """/analyse: everything the page shows (see `render`; the provenance object among it), and the result
+        kept for `rethreshold`."""
         try:
             path = event_path(self.demo, image)
         except UploadRefused as exc:
@@ -72,7 +75,7 @@ class Events:
 # ------------------------------------------------------------------------------------------- single image
 
 # What the page shows for one image, in the order of the /analyse outputs.
-PAGE_OUTPUTS = ("label", "scale", "summary", "heatmap", "boxes", "faces")
+PAGE_OUTPUTS = ("label", "scale", "summary", "heatmap", "boxes", "faces", "provenance", "provenance_fields")
 BOXES_SIDE = 720  # the input picture with the faces numbered is shown at most this big
 
 
@@ -105,8 +108,7 @@ def classify_upload(predictor: Predictor, path: str, threshold, heatmap: bool, g
     with f, gate.slot() if gate is not None else nullcontext():
         if not picture:
             return None, predictor.predict_file(f, threshold=threshold, heatmap=heatmap)
-        image = load_image(f)
-        return image, predictor.predict_image(image, threshold=threshold, heatmap=heatmap)
+        return predictor.predict_upload(f, threshold=threshold, heatmap=heatmap)
 
 
 def analyse(predictor: Predictor, path: str | None, threshold, gate: ModelGate | None = None,
@@ -141,7 +143,8 @@ def render(kept: Kept, threshold: float | None = None) -> tuple:
     pred = kept.prediction if threshold is None else replace(kept.prediction, threshold=threshold)
     hidden = gr.update(value=None, visible=False)
     if not pred.face_found:
-        return label_value(pred), verdict_scale(pred), summary_markdown(pred), hidden, hidden, hidden
+        return (label_value(pred), verdict_scale(pred), summary_markdown(pred), hidden, hidden, hidden,
+                *provenance_outputs(pred))
     worst = _most_fake(pred)
     face = pred.faces[worst]
     heat = hidden
@@ -151,12 +154,13 @@ def render(kept: Kept, threshold: float | None = None) -> tuple:
     boxed = any(face.box is not None for face in pred.faces)  # no boxes without a detector (--detector none)
     boxes = gr.update(value=numbered_faces(kept, pred), visible=True) if boxed else hidden
     gallery = gr.update(value=face_gallery(pred), visible=len(pred.faces) > 1)
-    return label_value(pred), verdict_scale(pred), summary_markdown(pred), heat, boxes, gallery
+    return (label_value(pred), verdict_scale(pred), summary_markdown(pred), heat, boxes, gallery,
+            *provenance_outputs(pred))
 
 
 def _cleared(message: str) -> tuple:
     hidden = gr.update(value=None, visible=False)
-    return None, "", message, hidden, hidden, hidden
+    return None, "", message, hidden, hidden, hidden, "", None
 
 
 def _failure(message: str) -> tuple:
@@ -183,12 +187,21 @@ def predict_label(predictor: Predictor, path: str | None, threshold, gate: Model
 
 
 def summary_markdown(pred: Prediction) -> str:
-    """The headline in words: what the score means against the threshold and band, and the faces."""
+    """The headline in words: what decided it (the file's Content Credentials, or the score against the
+    threshold and band), and the faces."""
+    judged = pred.judged
+    p, t, band = pred.fake_prob, pred.threshold, pred.uncertain_band
+    if judged.decided_by == "content credentials":
+        score = (f"The model's own fake probability, {p:.2f} (threshold {t:.2f}), is shown but does not overrule "
+                 "a signed declaration." if pred.face_found else "No face was found for the model to score.")
+        return f"**{pred.verdict}: the file's Content Credentials decide.** {judged.reason} {score}"
     if not pred.face_found:
         return (f"**No verdict.** {NO_FACE_MESSAGE}\n\nFor what it is worth, {pred.fake_prob:.2f} is "
                 f"{WHOLE_IMAGE_NOTE}.")
-    p, t, band = pred.fake_prob, pred.threshold, pred.uncertain_band
-    if pred.uncertain:
+    if judged.reason:  # the file's unsigned metadata made a sure answer uncertain
+        lines = [f"**Uncertain (leans {pred.verdict}).** Fake probability {p:.2f} (threshold {t:.2f}). "
+                 f"{judged.reason}"]
+    elif pred.uncertain:
         lines = [f"**Uncertain (leans {pred.verdict}).** Fake probability {p:.2f} is within ±{band:.2f} of the "
                  f"threshold {t:.2f}: the model cannot tell reliably."]
     else:
@@ -240,7 +253,13 @@ def verdict_scale(pred: Prediction) -> str:
     """The page's headline and one probability scale from 0 (real) to 1 (fake), with the threshold and the
     uncertain band marked, so the verdict and the numbers behind it read together and cannot disagree."""
     colour = HEADLINE_COLOURS[pred.headline]
+    by_credentials = pred.judged.decided_by == "content credentials"
+    decided = ('<div class="ff-line">Decided by the file\'s signed Content Credentials (see Provenance), not by '
+               "the model's score.</div>") if by_credentials else ""
     if not pred.face_found:
+        if by_credentials:
+            return (f'<div class="ff-verdict"><div class="ff-headline" style="color:{colour}">{pred.headline}'
+                    f'</div>{decided}<div class="ff-line">No face found for the model to score.</div></div>')
         return (f'<div class="ff-verdict"><div class="ff-headline" style="color:{colour}">NO FACE FOUND</div>'
                 '<div class="ff-line">No verdict: the model judges faces only.</div></div>')
     t, band, p = pred.threshold, pred.uncertain_band, pred.fake_prob
@@ -248,7 +267,7 @@ def verdict_scale(pred: Prediction) -> str:
     lean = f" (leans {pred.verdict})" if pred.uncertain else ""
     return (
         f'<div class="ff-verdict"><div class="ff-headline" style="color:{colour}">{pred.headline}{lean}</div>'
-        f'<div class="ff-line">Fake probability <b>{p:.2f}</b> · threshold {t:.2f} · uncertain from {low:.2f} '
+        f'{decided}<div class="ff-line">Fake probability <b>{p:.2f}</b> · threshold {t:.2f} · uncertain from {low:.2f} '
         f'to {high:.2f}</div>'
         '<div class="ff-scale">'
         f'<div class="ff-band" style="left:{low:.1%};width:{high - low:.1%}" title="uncertain band"></div>'
@@ -376,3 +395,45 @@ def model_details(predictor: Predictor) -> str:
     return (f"- Model: `{source}`\n- Architecture: `{m.arch}`\n- Default threshold: {predictor.threshold:.2f}, "
             f"uncertain band ±{m.uncertain_band:.2f}\n- Face detector: "
             f"{_DETECTOR_WORDS.get(detector, detector)} (`{detector}`)")
+
+
+# -------------------------------------------------------------------------------------------- provenance
+
+PROVENANCE_NOTE = (
+    "Read from the file as uploaded, not from the pixels. Valid signed Content Credentials that declare AI "
+    "generation decide the verdict; unsigned metadata is a hint (anyone can write it); most platforms strip "
+    "metadata on upload, so its absence says nothing.")
+_MARKDOWN_SPECIALS = re.compile(r"([\\`*_\[\]<>|~])")  # what formats text inside a line
+
+
+def provenance_outputs(pred: Prediction) -> tuple[str, dict | None]:
+    """The page's Provenance panel and the provenance object (PAGE_OUTPUTS' last two)."""
+    return provenance_markdown(pred.provenance), pred.provenance.as_dict() if pred.provenance else None
+
+
+def provenance_markdown(provenance: Provenance | None) -> str:
+    """The page's Provenance panel: each finding, the Content Credentials' details, what could not be read."""
+    if provenance is None:
+        return ""
+    lines = [f"**{_md(provenance.short[:1].upper() + provenance.short[1:])}**", ""]
+    lines += [f"- {_md(f)}" for f in provenance.findings]
+    c = provenance.credentials
+    if c.state in ("valid", "trusted", "invalid"):
+        details = [("Validation", c.state + (f" ({', '.join(c.failures)})" if c.failures else "")),
+                   ("Signer", " / ".join(v for v in (c.issuer, c.common_name) if v) or None),
+                   ("Trust", c.trust), ("Signed at", c.signing_time or "no time-stamp"),
+                   ("Written by", c.claim_generator), ("Ingredients", str(c.ingredients)),
+                   ("Actions", "; ".join(f"{a['action']}" + (f" ({a['digital_source_type']})"
+                                                               if a["digital_source_type"] else "")
+                                         for a in c.actions) or None)]
+        lines += ["", "Content Credentials:"] + [f"- {name}: {_md(value)}" for name, value in details if value]
+    if provenance.generator and provenance.generator.get("prompt"):
+        lines += ["", f"Prompt in the file: {_md(provenance.generator['prompt'])}"]
+    if provenance.notes:
+        lines += ["", "Not read:"] + [f"- {_md(note)}" for note in provenance.notes]
+    return "\n".join(lines + ["", f"_{PROVENANCE_NOTE}_"])
+
+
+def _md(text) -> str:
+    """Text from a file, shown literally (a claim generator or a prompt may hold Markdown or HTML)."""
+    return _MARKDOWN_SPECIALS.sub(r"\\\1", " ".join(str(text).split()))
