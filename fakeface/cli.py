@@ -537,10 +537,11 @@ class _RowWriter:
         for row in self.rows:
             if row.get("error"):
                 self.stream.write(f"{row['path']}\tERROR\t{row['error']}\n")
-            else:  # without a face there is no face score to show: "-"
+            else:  # without a face there is no face score to show: "-"; clips carry no file provenance: "-"
                 prob = "-" if row["fake_prob"] is None else f"{row['fake_prob']:.4f}"
+                provenance = row.get("provenance_columns", {}).get("provenance", "-")
                 self.stream.write(f"{row['path']}\t{row['headline']}\tfake_prob={prob}\tfaces={row['faces_found']}"
-                                  f"\tprovenance={row['provenance_columns']['provenance']}\n")
+                                  f"\tprovenance={provenance}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
