@@ -512,7 +512,7 @@ def _open_output(output: str | None, append: bool):
 
 class _RowWriter:
     COLUMNS = ["path", "verdict", "uncertain", "headline", "fake_prob", "real_prob", "faces_found",
-               "whole_image_fake_prob", "error", "decided_by", *PROVENANCE_COLUMNS]
+               "whole_image_fake_prob", "most_like", "most_like_prob", "error", "decided_by", *PROVENANCE_COLUMNS]
 
     def __init__(self, fmt: str, stream, header: bool = True):
         self.fmt, self.stream, self.rows = fmt, stream, []
@@ -526,7 +526,9 @@ class _RowWriter:
             self.stream.write(json.dumps({k: v for k, v in row.items() if k != "provenance_columns"}) + "\n")
             self.stream.flush()  # streaming: each row is usable as soon as it is written
         elif self.fmt == "csv":
-            self.csv.writerow({**row, **row.get("provenance_columns", {})})
+            kind = row.get("kind") or {}
+            self.csv.writerow({**row, **row.get("provenance_columns", {}), "most_like": kind.get("most_like"),
+                               "most_like_prob": kind.get("probability")})
             self.stream.flush()
         else:
             self.rows.append(row)  # a table is printed at the end, so it does not mix with the progress bar

@@ -62,6 +62,7 @@ class FaceResult:
     box: tuple | None  # (x0, y0, x1, y1) in the upright image, None when the whole image was classified
     crop: Image.Image
     heatmap: np.ndarray | None = None  # (h, w) over the crop; positive = towards FAKE
+    kinds: dict | None = None  # {kind of fake: probability} from the model's kind head, when it has one
 
 
 @dataclass
@@ -112,6 +113,19 @@ class Prediction:
         """Faces found; 0 when none was (and the whole image was scored instead)."""
         return len(self.faces) if self.face_found else 0
 
+    @property
+    def kind(self) -> dict | None:
+        """Which kind of fake the most suspicious face most resembles, {"most_like", "probability"}: only when
+        the pixels call it FAKE (the kind head learned from fakes alone, so for a real face it means nothing)."""
+        if not self.faces or decide(self.fake_prob, self.threshold, self.uncertain_band,
+                                    self.face_found).decision != FAKE:
+            return None
+        kinds = max(self.faces, key=lambda f: f.fake_prob).kinds
+        if not kinds:
+            return None
+        most = max(kinds, key=kinds.get)
+        return {"most_like": most, "probability": round(kinds[most], 4)}
+
     def face_verdict(self, face: FaceResult) -> Verdict:
         """One face judged by the image's threshold and band."""
         return decide(face.fake_prob, self.threshold, self.uncertain_band)
@@ -128,7 +142,8 @@ class Prediction:
                "decided_by": judged.decided_by, "reason": judged.reason}
         if self.face_found:
             row.update(fake_prob=round(self.fake_prob, 6), real_prob=round(self.real_prob, 6),
-                       faces=[{"box": f.box, "fake_prob": round(f.fake_prob, 6)} for f in self.faces])
+                       faces=[{"box": f.box, "fake_prob": round(f.fake_prob, 6)} for f in self.faces],
+                       kind=self.kind)
         else:
             message = NO_FACE_MESSAGE if judged.label is None else NO_FACE_CREDENTIALS_MESSAGE
             row.update(message=message, whole_image_fake_prob=round(self.fake_prob, 6))
@@ -197,24 +212,30 @@ class Predictor:
         """Every face crop (or the whole image), as training and evaluation crop (faces.face_crops)."""
         return face_crops(image, self.detector)
 
-    @torch.no_grad()
     def logits(self, crops: list[Image.Image], heatmap: bool = False):
         """Raw logits for face crops (and heat maps when asked). Each crop is computed on its own values only."""
+        logits, maps, _ = self.scores(crops, heatmap)
+        return logits, maps
+
+    @torch.no_grad()
+    def scores(self, crops: list[Image.Image], heatmap: bool = False):
+        """`logits`, and per crop {kind of fake: probability} (None without a kind head)."""
         if self.model.family == "features":
             scored = [self.model.crop_logit(self.featurizer, crop, explain=heatmap) for crop in crops]
-            return np.array([s[0] for s in scored], dtype=np.float32), [s[1] for s in scored]
+            return (np.array([s[0] for s in scored], dtype=np.float32), [s[1] for s in scored],
+                    [s[2] for s in scored])
         x = torch.stack([self.transform(c) for c in crops])
         out = self.model(x).numpy()
         maps = [m.numpy() for m in self.model.spatial_map(x)] if heatmap else [None] * len(crops)
-        return out, maps
+        return out, maps, [None] * len(crops)
 
     # ----------------------------------------------------------------------------------------- public calls
 
     def predict_image(self, image: Image.Image, threshold: float | None = None, heatmap: bool = False) -> Prediction:
         """Classify every face found (or the whole image); the image's verdict follows its most-fake face."""
         found = self.crops(image)
-        logits, maps = self.logits([c.image for c in found], heatmap=heatmap)
-        return self._prediction(found, logits, maps, threshold, image.info.get(DECODE_SCALE, 1))
+        logits, maps, kinds = self.scores([c.image for c in found], heatmap=heatmap)
+        return self._prediction(found, logits, maps, threshold, image.info.get(DECODE_SCALE, 1), kinds)
 
     def predict_images(self, images: list[Image.Image], threshold: float | None = None) -> list[Prediction]:
         """`predict_image` for many images (no heat maps), with one forward pass over all their face crops.
@@ -225,23 +246,24 @@ class Predictor:
         found = [self.crops(image) for image in images]
         if not found:
             return []
-        logits, maps = self.logits([c.image for crops in found for c in crops])
+        logits, maps, kinds = self.scores([c.image for crops in found for c in crops])
         predictions, start = [], 0
         for image, crops in zip(images, found):
             end = start + len(crops)
             predictions.append(self._prediction(crops, logits[start:end], maps[start:end], threshold,
-                                                image.info.get(DECODE_SCALE, 1)))
+                                                image.info.get(DECODE_SCALE, 1), kinds[start:end]))
             start = end
         return predictions
 
-    def _prediction(self, found, logits, maps, threshold: float | None, scale: float = 1) -> Prediction:
+    def _prediction(self, found, logits, maps, threshold: float | None, scale: float = 1, kinds=None) -> Prediction:
         """One image's Prediction from its crops' logits: its verdict follows its most-fake face. Faces are
         listed left to right, the order in which the page numbers them. Without a detector (--detector none)
         every image is taken to be a face crop, so it gets a verdict. `scale`: file pixels per decoded pixel
         (images.DECODE_SCALE), so boxes are in the file's own pixels."""
         probs = probabilities(logits, self.model.temperature)
+        kinds = kinds or [None] * len(found)
         faces = [FaceResult(float(p), tuple(int(v * scale) for v in c.box[:4]) if c.box is not None else None,
-                            c.image, m) for p, c, m in zip(probs, found, maps)]
+                            c.image, m, k) for p, c, m, k in zip(probs, found, maps, kinds)]
         faces.sort(key=lambda f: f.box[0] if f.box is not None else 0)
         return Prediction(fake_prob=max(f.fake_prob for f in faces),
                           threshold=self.threshold if threshold is None else float(threshold),

@@ -20,7 +20,8 @@ from fakeface.model_card import crossval_table, source_crossval_table, write_mod
 from fakeface.models import FakeFaceModel  # noqa: E402
 from fakeface.training import TrainConfig  # noqa: E402
 
-DATA_TEXT = """Five sources, in `real/` + `fake/` folders (`../shared/data`, see its README), each with its own terms.
+DATA_TEXT = """Eight sources, in `real/` + `fake/` folders (`../shared/data`, see its README; the last three built with its
+`build_extra_sources.py` from the GitHub repositories named), each with its own terms.
 **The weights were trained on research and non-commercial data**: whoever uses them must check that their use
 fits every source's terms below; we read them as allowing research and non-commercial use at most (FFHQ's
 CC BY-NC-SA licence is explicitly non-commercial, DFDC's terms are research-only). No training image is
@@ -33,8 +34,11 @@ redistributed with the model or the project.
 | sd21-sdfd | Stable Diffusion 2.1 portraits from diverse prompts (SDFD, FG 2024) | 500 | | GitHub gebaltso/SDFD | no licence file; research dataset, cite the paper |
 | ffhq-real | FFHQ photos (Flickr-Faces-HQ) | | 400 | GitHub dinablachman/realorfake | CC BY-NC-SA 4.0 (non-commercial), images under their Flickr licences |
 | dfdc | 224 px face crops of DFDC video frames: each fake a face swap of the real video beside it | 600 | 600 | GitHub i-Shreyansh/DeepFake-Detection | DFDC: research use under the DFDC dataset terms |
+| gan-studio | GAN studio portraits (StyleGAN family, generated.photos style: even light, plain backgrounds) | 1121 | | GitHub hmdghoul/generated-faces | no licence file; generated images, research use |
+| pixabay-real | retouched, studio, beauty and press-style portraits: the glossy real photos a detector wrongly accuses | | 810 | GitHub Hossein88-eng/gender-classification-doe (Pixabay ids before text-to-image images were common there) | repository MIT; images under the Pixabay Content License |
+| studio-real | professional studio portraits, neutral and smiling | | 244 | GitHub debruine/webmorphR.stim (Face Research Lab London Set, Canada set) | CC BY 4.0 |
 
-The generated sets and FFHQ were downscaled to at most 384 px and saved as JPEG q90 by whoever prepared them,
+The generated sets, FFHQ and the three extra sources were downscaled to at most 384 px and saved as JPEG q90,
 so no class carries a processing history of its own; every training image also contributes one augmented copy
 re-sized to a longer side of 160-512 px, sometimes blurred, and re-encoded at JPEG quality 50-95, and every
 source and class is drawn equally often. Self-blended pseudo-fakes (`fakeface/self_blend.py`) were measured
@@ -45,14 +49,17 @@ test (the figures below)."""
 
 LIMITS = """## What this model does not do
 
-- **Generator families it never saw.** It was trained on one GAN family (StyleGAN), one diffusion model
-  (Stable Diffusion 2.1), one face-swap method set (DFDC) and one kind of composite (ciplab). Leaving one of them
-  out of training and testing on it (table above) shows how far it reaches to a family it never saw: newer or
-  different generators may pass as REAL. A REAL verdict means "no trace this model knows was found", not
-  "authentic" and not "not AI-generated".
-- **Real photos it accuses.** The real-photo rates above come from three kinds of real photos (ciplab's
-  portraits, FFHQ, DFDC video frames); heavily compressed video frames are accused most. Other cameras,
-  filters, beauty retouching and compressions will do differently.
+- **Generator families it never saw.** It was trained on one GAN family (StyleGAN: two sources), one diffusion
+  model (Stable Diffusion 2.1), one face-swap method set (DFDC) and one kind of composite (ciplab). Leaving a
+  whole family out of training and testing on it (table above) finds it at chance: a family the model never
+  saw is not detected. Recent text-to-image models (Flux, SDXL, DALL-E 3, ...) differ from SD 2.1 and may pass
+  as REAL. A REAL verdict means "no trace this model knows was found", not "authentic" and not "not
+  AI-generated".
+- **Real photos it accuses.** The real-photo rates above come from five kinds of real photos (ciplab's
+  portraits, FFHQ, DFDC video frames, retouched Pixabay portraits, studio portraits); heavily compressed video
+  frames are accused most. Other cameras, filters and compressions will do differently.
+- **"Most like"** names which of the four trained kinds of fake a FAKE face resembles; for a generator of an
+  unseen family it still names one of the four.
 - The figures come from held-out parts of the training sources, not from independent data.
 - Heat maps show where the linear probe's patch-level evidence lies (exact for the patch-mean terms of the
   logit), not an outline of edited regions."""

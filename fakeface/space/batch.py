@@ -29,7 +29,7 @@ BATCH_TIME_LIMIT_S = 600.0  # files not started by then are reported as not anal
 _READ_CHUNK = 1024 * 1024
 
 # A row's "verdict" is `Prediction.headline` (REAL, UNCERTAIN, FAKE or NO FACE), or "error".
-BATCH_COLUMNS = ["file", "faces", "fake_prob", "verdict", "note", "provenance"]
+BATCH_COLUMNS = ["file", "faces", "fake_prob", "verdict", "most_like", "note", "provenance"]
 # The CSV has every provenance column (provenance.PROVENANCE_COLUMNS); the table on the page its short form only.
 CSV_COLUMNS = BATCH_COLUMNS + [c for c in PROVENANCE_COLUMNS if c not in BATCH_COLUMNS]
 
@@ -217,7 +217,13 @@ def _row(predictor: Predictor, item: BatchItem, threshold: float | None) -> dict
         return _error_row(item.name, f"{item.name}: internal error while classifying; it has been logged.")
     return {"file": item.name, "faces": pred.faces_found,
             "fake_prob": round(pred.fake_prob, 4) if pred.face_found else None,
-            "verdict": pred.headline, "note": result_note(pred), **pred.provenance.columns()}
+            "verdict": pred.headline, "most_like": kind_text(pred), "note": result_note(pred),
+            **pred.provenance.columns()}
+
+
+def kind_text(pred: Prediction) -> str:
+    """"GAN (0.93)": the kind of fake the face most resembles, for a FAKE verdict only ("" otherwise)."""
+    return f"{pred.kind['most_like']} ({pred.kind['probability']:.2f})" if pred.kind else ""
 
 
 def result_note(pred: Prediction) -> str:

@@ -208,6 +208,10 @@ def summary_markdown(pred: Prediction) -> str:
         side = "at or above" if pred.verdict == FAKE else "below"
         lines = [f"**{pred.verdict}.** Fake probability {p:.2f} is {side} the threshold {t:.2f}, outside the "
                  f"uncertain band (±{band:.2f})."]
+    if pred.kind:
+        lines.append(f"Most like a **{pred.kind['most_like']}** fake ({pred.kind['probability']:.0%}): which of the "
+                     "kinds the model was trained on (composite, face swap, GAN, diffusion) this face resembles "
+                     "most, not proof of how it was made.")
     if len(pred.faces) > 1:
         lines.append(f"{len(pred.faces)} faces found, numbered left to right. The image's verdict follows face "
                      f"{_most_fake(pred) + 1}, the one most likely to be fake; each face's verdict is in the "
