@@ -41,7 +41,7 @@ def test_a_short_training_run_learns_an_upsampling_trace_and_survives_save_and_l
     torch.manual_seed(0)
     crops = [_noise(48, 56, i) for i in range(12)] + [_upsampled(48, 56, 100 + i) for i in range(12)]
     fake = np.array([0] * 12 + [1] * 12)
-    model = lowlevel.train(crops, fake, ["s"] * 24, steps=60, batch=16, lr=1e-2, tile=32)
+    model = lowlevel.train(crops, fake, ["s"] * 24, steps=40, batch=8, lr=1e-2, tile=32)
     held_out = [_noise(64, 64, 50 + i) for i in range(6)] + [_upsampled(64, 64, 150 + i) for i in range(6)]
     logits = lowlevel.crop_logits(model, held_out)
     assert logits[6:].min() > logits[:6].max()
