@@ -23,7 +23,7 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from fakeface import lowlevel
-from fakeface.data import stratified_kfold
+from fakeface.data import difficulty_from_name, stratified_kfold
 
 DATA = ["../shared/data/" + s for s in ("ciplab", "dfdc", "ffhq-real", "stylegan-boredhumans", "sd21-sdfd")] + \
        ["/work/extra/" + s for s in ("gan-studio", "pixabay-real", "studio-real")]
@@ -142,14 +142,19 @@ def main():
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    rows = lowlevel.crop_index(DATA, args.index)
-    crops, rows = load_crops(rows, args.crops)
+    every = lowlevel.crop_index(DATA, args.index)
+    # the folds `fakeface crossval` and multisource_recipes.py use (label, source|difficulty, DFDC pairs
+    # together, seed 0, the mix's order), so these logits stack with the CLIP probe's out-of-fold scores
+    folds = stratified_kfold([1 - r["fake"] for r in every], args.folds, seed=0,
+                             strata=[f"{r['source']}|{difficulty_from_name(r['path'])}" for r in every],
+                             groups=[r["group"] for r in every])
+    fold_of = {every[i]["sha1"]: f for f, (_, va) in enumerate(folds) for i in va}
+    crops, rows = load_crops(every, args.crops)
     pairs = load_pairs(rows, args.recon)
-    print(f"{len(rows)} crops, {len(pairs)} reconstruction pairs loaded in {time.time() - t0:.0f} s", flush=True)
-    labels = [1 - r["fake"] for r in rows]  # the library's convention: fake 0, real 1
-    folds = stratified_kfold(labels, args.folds, seed=0, strata=[r["source"] for r in rows],
-                             groups=[r["group"] for r in rows])
-    fold_of = {rows[i]["sha1"]: f for f, (_, va) in enumerate(folds) for i in va}
+    print(f"{len(rows)} of {len(every)} crops, {len(pairs)} reconstruction pairs loaded in {time.time() - t0:.0f} s",
+          flush=True)
+    folds = [(np.array([i for i, r in enumerate(rows) if fold_of[r["sha1"]] != f]),
+              np.array([i for i, r in enumerate(rows) if fold_of[r["sha1"]] == f])) for f in range(args.folds)]
     meta = {"steps": args.steps, "batch": args.batch, "tile": lowlevel.TILE, "region": lowlevel.SCORE_REGION,
             "folds": args.folds, "n_crops": len(rows), "n_pairs": len(pairs)}
     for run in args.runs:
