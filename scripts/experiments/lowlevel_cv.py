@@ -183,7 +183,10 @@ def main():
             (out / f"oof{suffix}.json").write_text(json.dumps({
                 "logits": logits, "fold": {k: fold_of[k] for k in logits},
                 "folds": [[rows[i]["sha1"] for i in va] for _, va in folds], **meta}))
-            result = {**meta, "seconds": time.time() - t1, **figures(rows, logits, dlog, done)}
+            result = {**meta, "seconds": time.time() - t1, **figures(rows, logits, dlog, done),
+                      "fold_auc": [auc([logits[rows[i]["sha1"]] for i in va if rows[i]["fake"]],
+                                       [logits[rows[i]["sha1"]] for i in va if not rows[i]["fake"]])
+                                   for _, va in folds[:args.max_folds or None]]}
         else:
             family = FAMILIES[kind.split("-", 1)[1]]
             tr, va = folds[0]
