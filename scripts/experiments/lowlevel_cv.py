@@ -182,7 +182,7 @@ def main():
             suffix = "" if variant == "plain" else f"_{variant}"
             (out / f"oof{suffix}.json").write_text(json.dumps({
                 "logits": logits, "fold": {k: fold_of[k] for k in logits},
-                "folds": [[rows[i]["sha1"] for i in va] for _, va in folds], **meta}))
+                "folds": [[rows[i]["sha1"] for i in va] for _, va in folds], "delivered": dlog, **meta}))
             result = {**meta, "seconds": time.time() - t1, **figures(rows, logits, dlog, done),
                       "fold_auc": [auc([logits[rows[i]["sha1"]] for i in va if rows[i]["fake"]],
                                        [logits[rows[i]["sha1"]] for i in va if not rows[i]["fake"]])
@@ -203,6 +203,12 @@ def main():
             fam = np.array([logits[rows[i]["sha1"]] for i in test if rows[i]["fake"] and rows[i]["source"] in family])
             held_reals = np.array([logits[rows[i]["sha1"]] for i in va if not rows[i]["fake"]])
             result.update(family_auc=auc(fam, held_reals), family_caught=float((fam > result["threshold"]).mean()))
+        if kind == "cv" and variant != "plain" and args.max_folds and (out / "oof.json").exists():
+            # the plain scorer on the same folds (its logits are out of fold too), for a like-for-like table
+            plain = json.loads((out / "oof.json").read_text())
+            same = figures(rows, plain["logits"], plain.get("delivered", {}), done)
+            (out / f"results_cv_plain_same_folds_as_{variant}.json").write_text(json.dumps(same, indent=1))
+            print(table(f"cv_plain on the same {args.max_folds} folds", same), flush=True)
         (out / f"results_{name}.json").write_text(json.dumps(result, indent=1))
         print(f"{name}: {time.time() - t1:.0f} s", flush=True)
         print(table(name, result), flush=True)
@@ -225,6 +231,8 @@ def table(name, r):
         lines.append(f"{s:22s} {v['n_fake']:5d} {v['n_real']:5d} {_f(a):>6s} "
                      f"{_f(v.get('caught'), '.1%'):>7s} {_f(v.get('flagged'), '.1%'):>7s}")
     for how in ("half", "q75"):
+        if f"reals_{how}" not in r:
+            continue
         d = r[f"reals_{how}"]
         lines.append(f"reals {how}: flagged {d['flagged']:.1%} (clean {d['flagged_clean']:.1%}), mean dlogit "
                      f"{d['mean_dlogit']:+.2f}, mean |dlogit| {d['mean_abs_dlogit']:.2f}, AUC fakes vs these "
