@@ -7,7 +7,9 @@ scripts/make_reconstructions.py as extra training pairs:
                  reals (ciplab, dfdc, ffhq); writes every image's out-of-fold logit (cv_plain -> oof.json);
 - lofo-FAMILY:VARIANT  train on fold 0's training part without the family's fakes, score the family's fakes
                  against fold 0's held-out reals (writes lofo_{family}.json, lofo_{family}_recon.json);
-- full:VARIANT   one model on everything, saved as safetensors for serving.
+- full:VARIANT   one model on everything, saved as safetensors for serving;
+- pairs:VARIANT  train on fold 0's training part, score fold 0's held-out reconstruction pairs (a reconstruction
+                 against its own processed real: did the scorer learn the decoder's trace?).
 Every scored run also scores the held-out reals half-sized and re-saved at JPEG q75 (does the scorer accuse a
 real photo for how it was delivered?). Each run's figures go to results_{run}.json as it ends (resumable).
     PYTHONPATH=. python scripts/experiments/lowlevel_cv.py --runs cv:plain lofo-gan:plain ... [--steps 800]
@@ -169,6 +171,15 @@ def main():
                                    steps=args.steps, batch=args.batch)
             lowlevel.save(model, out / f"lowlevel_{variant}.safetensors")
             result = {**meta, "seconds": time.time() - t1}
+        elif kind == "pairs":
+            # did it learn the decoder's trace? held-out reconstructions against their own processed reals
+            tr, va = folds[0]
+            model = lowlevel.train(*train_set(rows, crops, tr, pairs, variant), steps=args.steps, batch=args.batch)
+            held = [pairs[rows[i]["sha1"]] for i in va if rows[i]["sha1"] in pairs]
+            real, recon = (lowlevel.crop_logits(model, [p[k] for p in held]) for k in (0, 1))
+            result = {**meta, "seconds": time.time() - t1, "n_held_out_pairs": len(held),
+                      "auc_recon_vs_processed_real": auc(recon, real),
+                      "recon_higher_than_its_real": float((recon > real).mean())}
         elif kind == "cv":
             logits, dlog, done = {}, {"half": {}, "q75": {}}, []
             for f, (tr, va) in enumerate(folds[:args.max_folds or None]):
@@ -220,7 +231,7 @@ def _f(x, spec=".3f"):
 
 def table(name, r):
     if "sources" not in r:
-        return f"{name}: saved"
+        return f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in r.items() if k.startswith(("auc", "recon")))
     family = (f"; held-out family {'+'.join(r['family'])}: AUC {_f(r['family_auc'])} vs held-out reals, "
               f"caught {_f(r['family_caught'], '.1%')}") if "family" in r else ""
     lines = [f"== {name}{family}\nAUC all {_f(r['auc_all'])}, threshold {r['threshold']:.2f} (flags {FLAG_RATE:.0%} of "
