@@ -57,6 +57,7 @@ def main():
     ap.add_argument("--views", default="runs/views")
     ap.add_argument("--out", default="runs/patch_heads.json")
     ap.add_argument("--oof-dir", default=None)
+    ap.add_argument("--folds", type=int, default=5)
     args = ap.parse_args()
     torch.set_num_threads(1)
     ds = _raw(load_face_sources(args.data).train)
@@ -65,7 +66,7 @@ def main():
     held = held_out_groups(sources, y)
     x = torch.from_numpy(np.stack([np.load(Path(args.views) / "patches" / f"{k}.npy") for k in keys]))
     x = x.permute(0, 2, 1, 3).reshape(len(keys), x.shape[2], -1)  # (images, 196, blocks x 768)
-    folds = stratified_kfold(ds["label"], 5, 0, split_strata(ds), ds["group"])
+    folds = stratified_kfold(ds["label"], args.folds, 0, split_strata(ds), ds["group"])
     results = {}
     for pool in args.pool:
         def fit_rows(tr, te):
