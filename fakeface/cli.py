@@ -400,7 +400,8 @@ def _row(path: str, result) -> dict:
         return {"path": path, "verdict": None, "uncertain": None, "headline": "ERROR", "fake_prob": None,
                 "real_prob": None, "faces_found": None, "error": result}
     # The JSON row carries the provenance object (as_dict); a CSV row its flat columns instead.
-    return {"path": path, **result.as_dict(), "provenance_columns": result.provenance.columns()}
+    columns = result.provenance.columns() if result.provenance else {}  # none when only pixels were given
+    return {"path": path, **result.as_dict(), "provenance_columns": columns}
 
 
 class _HubImages:
@@ -501,7 +502,7 @@ class _RowWriter:
             else:  # without a face there is no face score to show: "-"
                 prob = "-" if row["fake_prob"] is None else f"{row['fake_prob']:.4f}"
                 self.stream.write(f"{row['path']}\t{row['headline']}\tfake_prob={prob}\tfaces={row['faces_found']}"
-                                  f"\tprovenance={row['provenance_columns']['provenance']}\n")
+                                  f"\tprovenance={row['provenance_columns'].get('provenance', '-')}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -205,7 +205,8 @@ def _row(predictor: Predictor, item: BatchItem, threshold: float | None) -> dict
         return _error_row(item.name, f"{item.name}: internal error while classifying; it has been logged.")
     return {"file": item.name, "faces": pred.faces_found,
             "fake_prob": round(pred.fake_prob, 4) if pred.face_found else None,
-            "verdict": pred.headline, "note": result_note(pred), **pred.provenance.columns()}
+            "verdict": pred.headline, "note": result_note(pred),
+            **(pred.provenance.columns() if pred.provenance else {})}  # none when only pixels were given
 
 
 def result_note(pred: Prediction) -> str:
