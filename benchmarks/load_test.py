@@ -186,13 +186,17 @@ class Tally:
                 self.failures.append(failure)
 
 
+# Every answer a good image may get (predictor.decide's headlines; NO FACE for an image without a face).
+ANSWERS = ("REAL", "UNCERTAIN", "FAKE", "NO FACE")
+
+
 def _check_rest(r: httpx.Response, item: Payload) -> str | None:
     try:
         body = r.json()
     except ValueError:
         return f"REST {item.name}: {r.status_code} without JSON"
     if item.error is None:
-        if r.status_code != 200 or body.get("label") not in ("REAL", "FAKE"):
+        if r.status_code != 200 or body.get("headline") not in ANSWERS:
             return f"REST {item.name}: {r.status_code} {str(body)[:120]}"
     elif not (400 <= r.status_code < 500) or item.error not in body.get("error", ""):
         return f"REST {item.name} (bad): {r.status_code} {str(body)[:120]}"
@@ -210,7 +214,7 @@ def _send_gradio(client, path: Path, item: Payload) -> str | None:
         return f"Gradio {item.name}: {type(exc).__name__}: {str(exc)[:120]}"
     if item.error is not None:
         return f"Gradio {item.name} (bad): answered {result}"
-    return None if result.get("label") in ("REAL", "FAKE") else f"Gradio {item.name}: {result}"
+    return None if result.get("label") in ANSWERS else f"Gradio {item.name}: {result}"
 
 
 def run_client(url: str, plan: list[tuple[Payload, str]], files: dict[str, Path], tally: Tally,

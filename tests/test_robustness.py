@@ -530,6 +530,26 @@ def test_rest_overload_is_prompt_and_bounded(gated):
     assert _rest(url, "after.png", GOOD).status_code == 200
 
 
+def test_rest_one_client_past_its_limit_gets_a_prompt_429(monkeypatch, workdir):
+    monkeypatch.setattr(rest, "REST_MAX_PER_CLIENT", 1)
+    predictor = _GatedPredictor()
+    answers = {}
+    try:
+        with running_app(predictor) as url:
+            first = threading.Thread(target=lambda: answers.setdefault("first", _rest(url, "first.png", GOOD)))
+            first.start()
+            _wait_for(predictor.running.is_set)
+            start = time.monotonic()
+            second = _rest(url, "second.png", GOOD)  # the same client while its first request is held
+            assert second.status_code == 429 and time.monotonic() - start < 1.0
+            assert second.headers["Retry-After"] == str(serving.RETRY_AFTER_S) and "at once" in second.json()["error"]
+            predictor.release.set()
+            first.join(30)
+            assert answers["first"].status_code == 200 and _rest(url, "third.png", GOOD).status_code == 200
+    finally:
+        predictor.release.set()
+
+
 def test_gradio_queue_full_is_a_prompt_503(gated):
     predictor, url, _ = gated
     config = httpx.get(f"{url}/config", timeout=30).json()

@@ -19,7 +19,10 @@ from ..errors import FakefaceError
 
 RETRY_AFTER_S = 5  # what a 503 or 429 tells the client to wait
 REST_MAX_WAITING = 16  # REST requests waiting beyond this get a prompt 503 instead of a long wait
-REST_MAX_PER_CLIENT = 4  # REST requests one client may have in the server at once; more get a prompt 429
+# REST requests one client may have in the server at once (more get a prompt 429), so that one client cannot
+# take every waiting place; 8 lets a benchmark or a batch script run 8 at a time. $FAKEFACE_REST_PER_CLIENT
+# overrides it.
+REST_MAX_PER_CLIENT = int(os.environ.get("FAKEFACE_REST_PER_CLIENT", "").strip() or 8)
 
 
 # -------------------------------------------------------------------------------------- one gate for all
