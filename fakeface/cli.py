@@ -429,7 +429,8 @@ def _row(path: str, result) -> dict:
         return {"path": path, "verdict": None, "uncertain": None, "headline": "ERROR", "fake_prob": None,
                 "real_prob": None, "faces_found": None, "error": result}
     # The JSON row carries the provenance object (as_dict); a CSV row its flat columns instead.
-    return {"path": path, **result.as_dict(), "provenance_columns": result.provenance.columns()}
+    columns = result.provenance.columns() if result.provenance else {}  # none when only pixels were given
+    return {"path": path, **result.as_dict(), "provenance_columns": columns}
 
 
 def _video_row(path: str, result) -> dict:

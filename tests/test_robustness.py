@@ -288,11 +288,12 @@ def test_gradio_predict_batch_corpus(client, files, reference):
     from gradio_client import handle_file
 
     table, csv_path, summary = client.predict([handle_file(str(files[n])) for n in CASES], api_name="/predict_batch")
-    rows = {row[0]: row for row in table["data"]}
+    rows = {row[0]: dict(zip(table["headers"], row)) for row in table["data"]}
     assert list(rows) == [corpus()[n].upload_name for n in CASES]
     for name in CASES:
         case = corpus()[name]
-        _, faces, prob, verdict, note = rows[case.upload_name]
+        row = rows[case.upload_name]
+        prob, verdict, note = row["fake_prob"], row["verdict"], row["note"]
         if case.ok:
             assert verdict in ("REAL", "UNCERTAIN", "FAKE") and float(prob) == pytest.approx(reference[name], abs=TOL)
         else:

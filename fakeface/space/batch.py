@@ -218,7 +218,7 @@ def _row(predictor: Predictor, item: BatchItem, threshold: float | None) -> dict
     return {"file": item.name, "faces": pred.faces_found,
             "fake_prob": round(pred.fake_prob, 4) if pred.face_found else None,
             "verdict": pred.headline, "most_like": kind_text(pred), "note": result_note(pred),
-            **pred.provenance.columns()}
+            **(pred.provenance.columns() if pred.provenance else {})}  # none when only pixels were given
 
 
 def kind_text(pred: Prediction) -> str:
