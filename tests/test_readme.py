@@ -135,5 +135,5 @@ def test_library_example_runs(in_root, monkeypatch, clip_backbone):
     code = block_with("python", "from fakeface.predictor import Predictor")
     scope: dict = {}
     exec(code, scope)
-    assert scope["pred"].headline == "UNCERTAIN" and len(scope["pred"].faces) == 2  # as the CLI's table says
+    assert scope["pred"].headline == "REAL" and len(scope["pred"].faces) == 2  # as the CLI's table says
     assert os.path.isfile(ROOT / "examples" / "two_faces.jpg")
