@@ -29,7 +29,7 @@ BATCH_TIME_LIMIT_S = 600.0  # files not started by then are reported as not anal
 _READ_CHUNK = 1024 * 1024
 
 # A row's "verdict" is `Prediction.headline` (REAL, UNCERTAIN, FAKE or NO FACE), or "error".
-BATCH_COLUMNS = ["file", "faces", "fake_prob", "verdict", "most_like", "note", "provenance"]
+BATCH_COLUMNS = ["file", "faces", "fake_prob", "verdict", "note", "most_like", "provenance"]
 # The CSV has every provenance column (provenance.PROVENANCE_COLUMNS); the table on the page its short form only.
 CSV_COLUMNS = BATCH_COLUMNS + [c for c in PROVENANCE_COLUMNS if c not in BATCH_COLUMNS]
 
