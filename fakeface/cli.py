@@ -440,7 +440,7 @@ def _video_row(path: str, result) -> dict:
         return _row(path, result)
     clip = result.as_dict()
     del clip["filename"], clip["frames"]
-    return {"path": path, "kind": "video", **clip}
+    return {"path": path, "media": "video", **clip}
 
 
 class _HubImages:

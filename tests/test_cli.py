@@ -112,7 +112,8 @@ def test_csv_streams_to_a_file_and_resumes_without_a_second_header(model_dir, im
     rows = list(csv.DictReader(out.open(newline="")))
     assert sorted(row["path"] for row in rows) == all_paths(images)
     assert list(rows[0]) == ["path", "verdict", "uncertain", "headline", "fake_prob", "real_prob", "faces_found",
-                             "whole_image_fake_prob", "error", "decided_by", *PROVENANCE_COLUMNS]
+                             "whole_image_fake_prob", "most_like", "most_like_prob", "error", "decided_by",
+                             *PROVENANCE_COLUMNS]
     assert {row["verdict"] for row in rows} <= {"FAKE", "REAL", ""}
 
 

@@ -329,10 +329,10 @@ def test_predict_takes_videos_beside_images(tiny_dir, clips, tmp_path, capsys):
     assert code == 1  # the broken clip
     rows = {Path(r["path"]).name: r for r in map(json.loads, out.read_text().splitlines())}
     pair_row = rows["pair.mp4"]
-    assert pair_row["kind"] == "video" and pair_row["faces_found"] == 2 and pair_row["frames_sampled"] == 3
+    assert pair_row["media"] == "video" and pair_row["faces_found"] == 2 and pair_row["frames_sampled"] == 3
     assert len(pair_row["tracks"]) == 2 and "frames" not in pair_row
     assert rows["hopper.webm"]["faces_found"] == 1 and rows["hopper.webm"]["verdict"] in ("REAL", "FAKE")
-    assert "kind" not in rows["still.mp4"] and rows["still.mp4"]["faces_found"] == 1  # the image route answered
+    assert "media" not in rows["still.mp4"] and rows["still.mp4"]["faces_found"] == 1  # the image route answered
     assert "truncated or corrupt" in rows["broken.mp4"]["error"]
     with pytest.raises(SystemExit):
         main(["predict", str(clips["pair"]), "--frames", "65"])
