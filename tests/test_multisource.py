@@ -192,7 +192,7 @@ def test_crossval_leaves_out_a_whole_family_and_each_of_its_sources(tmp_path, cl
     data.append(str(one_class_folder(tmp_path / "ffhq-real", "ffhq", 24, fake=False, seed=5)))
     config = make_config("default", epochs=3, features={"views": [[224, 1]], "layers": [11], "tokens": ["cls"]},
                          feature_variants=[])
-    summary = cross_validate(data, config, folds=2, cache_dir=tmp_path / "cache")
+    summary = cross_validate(data, config, folds=2, output_dir=tmp_path / "cv", cache_dir=tmp_path / "cache")
     lofo = summary["leave_one_family_out"]
     assert set(lofo) == {"GAN", "composite", "source stylegan-boredhumans", "source gan-studio"}
     assert lofo["GAN"]["sources"] == ["gan-studio", "stylegan-boredhumans"] and lofo["GAN"]["n_fake"] == 32
