@@ -51,8 +51,8 @@ LIMITS = """## What this model does not do
 
 - **Generator families it never saw.** It was trained on one GAN family (StyleGAN: two sources), one diffusion
   model (Stable Diffusion 2.1), one face-swap method set (DFDC) and one kind of composite (ciplab). Leaving a
-  whole family out of training and testing on it (table above) finds it at chance: a family the model never
-  saw is not detected. Recent text-to-image models (Flux, SDXL, DALL-E 3, ...) differ from SD 2.1 and may pass
+  whole family out of training and testing on it (cross-validation, below) finds it at chance: a family never
+  seen is not detected. Recent text-to-image models (Flux, SDXL, DALL-E 3, ...) differ from SD 2.1 and may pass
   as REAL. A REAL verdict means "no trace this model knows was found", not "authentic" and not "not
   AI-generated".
 - **Real photos it accuses.** The real-photo rates above come from five kinds of real photos (ciplab's
