@@ -154,8 +154,8 @@ def _early_exit_text(model, metrics: dict) -> str:
     side, n = model.recipe.views[0]
     first = f"the whole face at {side} px" if n == 1 else f"{n}x{n} crops of a {side} px resize"
     if model.exit_block is None:
-        reads = (f"only the first view group ({first}: {n * n} of the model's "
-                 f"{sum(k * k for _, k in model.recipe.views)} ViT passes)")
+        reads = (f"only the first view group ({first}: {n * n * (2 if model.recipe.mirror else 1)} of the model's "
+                 f"{model.recipe.passes} ViT passes)")
         skipped, settled = "the other views are never computed", "the first view group alone"
     else:
         layers = ", ".join(str(b) for b in model.recipe.layers[: model.early_exit["layers"]])
