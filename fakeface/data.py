@@ -80,7 +80,6 @@ def source_family(source: str) -> str:
     return SOURCE_FAMILIES.get(source, source)
 
 
-
 def label_from_name(name: str) -> int | None:
     """0 for a fake-class name ("training_fake", "Fake"...), 1 for a real one, None if it is neither or both."""
     words = set(re.split(r"[^a-z]+", name.lower()))

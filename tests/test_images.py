@@ -351,3 +351,18 @@ def test_huge_jpeg_decodes_at_reduced_size_and_says_by_how_much():
     cropped = io.BytesIO()
     ramp.crop((0, 0, side - 8, 48)).save(cropped, "JPEG")
     assert images.DECODE_SCALE not in load_image(cropped.getvalue()).info
+
+
+@pytest.mark.parametrize("orientation", [3, 6, 8])
+def test_an_exif_rotated_copy_reads_back_upright(orientation):
+    """transforms.exif_rotated_copy stores a photo sideways with the tag that turns it upright (the delivery
+    check "exif:N"); the project's loader must give the upright photo back."""
+    from fakeface.transforms import exif_rotated_copy
+
+    rng = np.random.default_rng(orientation)
+    upright = Image.fromarray(np.repeat(np.repeat(rng.integers(0, 255, (6, 4, 3), dtype=np.uint8), 16, 0), 16, 1))
+    stored = Image.open(io.BytesIO(exif_rotated_copy(upright, orientation)))
+    assert stored.size == (upright.size if orientation == 3 else upright.size[::-1])
+    back = load_image(exif_rotated_copy(upright, orientation))
+    assert back.size == upright.size
+    assert np.abs(np.asarray(back, float) - np.asarray(upright, float)).mean() < 4  # JPEG q95 only
